@@ -1,0 +1,146 @@
+"""Events: frozen facts about state changes, delivered to listeners.
+
+Every policy takes ``listeners=`` (called for its own events) and every event also goes to
+the process-wide listeners set with `set_listeners()`; by default that is `log_event`, which
+logs through the stdlib logger ``"asyncres"``. Events are emitted only off the success path:
+a call that succeeds first time creates none.
+
+A listener is a plain callable taking the event. It must not block; an exception it raises is
+logged and otherwise ignored, so telemetry can never change the outcome of a call.
+"""
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+__all__ = [
+    "Event",
+    "Listener",
+    "RetryBudgetExhausted",
+    "RetryGaveUp",
+    "RetryScheduled",
+    "TimeoutExpired",
+    "emit",
+    "log_event",
+    "set_listeners",
+]
+
+logger = logging.getLogger("asyncres")
+# A library does not print: without logging configured by the application, stay silent.
+logger.addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class of every asyncres event. ``name`` is the emitting policy's name."""
+
+    __module__ = "asyncres"
+
+    level: ClassVar[int] = logging.INFO
+
+    name: str | None
+
+    def __str__(self) -> str:
+        parts = [f"{f.name}={_show(getattr(self, f.name))}" for f in fields(self)]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}({str(value)!r})"
+    return repr(value)
+
+
+Listener = Callable[[Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled(Event):
+    """Attempt ``attempt`` failed with ``error``; the next starts after ``wait`` seconds."""
+
+    __module__ = "asyncres"
+
+    attempt: int
+    wait: float
+    error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryGaveUp(Event):
+    """A retryable failure propagates after ``attempts`` attempts.
+
+    ``reason`` is ``"attempts"`` (none left), ``"deadline"`` (the next attempt could not
+    start before the enclosing deadline) or ``"budget"`` (`RetryBudgetExhausted`).
+    ``error`` is ``None`` when the last attempt returned a result rejected by ``on_result``.
+    """
+
+    __module__ = "asyncres"
+
+    level: ClassVar[int] = logging.WARNING
+
+    attempts: int
+    error: BaseException | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudgetExhausted(RetryGaveUp):
+    """The shared `RetryBudget` refused a retry: the last outcome propagates now."""
+
+    __module__ = "asyncres"
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutExpired(Event):
+    """A `Timeout` policy's deadline fired after ``timeout`` seconds."""
+
+    __module__ = "asyncres"
+
+    timeout: float
+
+
+def log_event(event: Event) -> None:
+    """The default process-wide listener: log the event to the ``"asyncres"`` logger."""
+    if logger.isEnabledFor(event.level):
+        logger.log(event.level, "%s", event)
+
+
+_global_listeners: tuple[Listener, ...] = (log_event,)
+
+
+def set_listeners(*listeners: Listener) -> tuple[Listener, ...]:
+    """Replace the process-wide listeners; return the previous ones (to restore them).
+
+    ``asyncres.set_listeners()`` with no argument silences events globally;
+    ``asyncres.set_listeners(asyncres.log_event, my_metrics)`` keeps logging and adds yours.
+    """
+    global _global_listeners
+    for listener in listeners:
+        if not callable(listener):
+            raise ValueError(f"`listeners` must be callables, got {listener!r}")
+    previous = _global_listeners
+    _global_listeners = tuple(listeners)
+    return previous
+
+
+def get_listeners() -> tuple[Listener, ...]:
+    """The process-wide listeners currently installed."""
+    return _global_listeners
+
+
+def emit(local: Iterable[Listener], event: Event) -> None:
+    """Deliver ``event`` to a policy's own listeners, then to the process-wide ones."""
+    for listener in local:
+        _deliver(listener, event)
+    for listener in _global_listeners:
+        _deliver(listener, event)
+
+
+def _deliver(listener: Listener, event: Event) -> None:
+    try:
+        listener(event)
+    except Exception:
+        logger.exception("asyncres listener %r failed on %s", listener, event)

@@ -1,0 +1,114 @@
+"""The asyncres error tree.
+
+```
+Exception
+└── ResilienceError                 base of every error asyncres raises itself
+    ├── RejectedError               the call never ran (safe to try elsewhere)
+    │   ├── CircuitOpenError        .retry_after: seconds until a probe is allowed
+    │   └── BulkheadFullError       .max_concurrent, .max_queued
+    └── TimeoutExceededError        also a builtin TimeoutError; .timeout
+```
+
+Errors raised by *your* function are never wrapped: when retries run out, the last
+exception propagates unchanged, with a note saying how many attempts were made.
+Cancellation is never turned into any of these.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "RejectedError",
+    "ResilienceError",
+    "TimeoutExceededError",
+]
+
+
+class ResilienceError(Exception):
+    """Base class of every error raised by asyncres itself."""
+
+    __module__ = "asyncres"
+
+
+class RejectedError(ResilienceError):
+    """The call was refused before it started: the function never ran."""
+
+    __module__ = "asyncres"
+
+
+class CircuitOpenError(RejectedError):
+    """A circuit breaker is open (or half-open with every probe slot taken).
+
+    ``retry_after`` is the number of seconds until the breaker will admit a probe; a
+    `Retry` waits at least that long before trying again, and gives up at once when the
+    enclosing deadline comes sooner.
+    """
+
+    __module__ = "asyncres"
+
+    def __init__(self, name: str | None = None, *, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        label = f"circuit {name!r}" if name else "circuit"
+        super().__init__(f"{label} is open; retry after {retry_after:.3f}s")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_circuit_open, (self.name, self.retry_after))
+
+
+class BulkheadFullError(RejectedError):
+    """A bulkhead has no free slot and its queue is full (or the waiter was shed)."""
+
+    __module__ = "asyncres"
+
+    def __init__(
+        self, name: str | None = None, *, max_concurrent: int, max_queued: int, reason: str = "full"
+    ) -> None:
+        self.name = name
+        self.max_concurrent = max_concurrent
+        self.max_queued = max_queued
+        self.reason = reason
+        label = f"bulkhead {name!r}" if name else "bulkhead"
+        super().__init__(
+            f"{label} rejected the call ({reason}): "
+            f"max_concurrent={max_concurrent}, max_queued={max_queued}"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_bulkhead_full,
+            (self.name, self.max_concurrent, self.max_queued, self.reason),
+        )
+
+
+class TimeoutExceededError(ResilienceError, TimeoutError):
+    """An asyncres deadline expired. Raised only by the scope whose own deadline fired.
+
+    ``timeout`` is the scope's length in seconds (``None`` for `deadline()` scopes built
+    from an absolute time).
+    """
+
+    __module__ = "asyncres"
+
+    def __init__(self, timeout: float | None = None) -> None:
+        self.timeout = timeout
+        if timeout is None:
+            super().__init__("deadline exceeded")
+        else:
+            super().__init__(f"timed out after {timeout:g}s")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (TimeoutExceededError, (self.timeout,))
+
+
+def _rebuild_circuit_open(name: str | None, retry_after: float) -> CircuitOpenError:
+    return CircuitOpenError(name, retry_after=retry_after)
+
+
+def _rebuild_bulkhead_full(
+    name: str | None, max_concurrent: int, max_queued: int, reason: str
+) -> BulkheadFullError:
+    return BulkheadFullError(
+        name, max_concurrent=max_concurrent, max_queued=max_queued, reason=reason
+    )

@@ -1,0 +1,402 @@
+"""Retry: re-run a failed async call with backoff, bounded by attempts, time and a budget."""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+import anyio
+
+from . import _testing_state, _validation
+from ._backoff import Backoff, FullJitter
+from ._budget import _FOLD_EVERY, RetryBudget
+from ._deadline import DeadlineScope, remaining
+from ._events import (
+    Listener,
+    RetryBudgetExhausted,
+    RetryGaveUp,
+    RetryScheduled,
+    emit,
+)
+from ._policy import PolicyFaces
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["Attempt", "Retry"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
+RetryOn = ExceptionTypes | Callable[[Exception], bool]
+
+assert _FOLD_EVERY == 32, "the Retry fast path inlines this constant"
+
+_DEFAULT_BACKOFF = FullJitter(base=0.1, cap=10.0)
+_DEFAULT_BUDGET: Any = object()  # sentinel: "give this Retry a budget of its own"
+
+
+def _matcher(on: RetryOn) -> Callable[[Exception], bool]:
+    if isinstance(on, type) and issubclass(on, BaseException):
+        types: tuple[type[BaseException], ...] = (on,)
+    elif isinstance(on, tuple):
+        if not on or not all(isinstance(t, type) and issubclass(t, BaseException) for t in on):
+            raise ValueError(f"`on` must be exception types or a predicate, got {on!r}")
+        types = on
+    elif callable(on):
+        return cast(Callable[[Exception], bool], on)
+    else:
+        raise ValueError(f"`on` must be exception types or a predicate, got {on!r}")
+    if any(not issubclass(t, Exception) for t in types):
+        raise ValueError("`on` must not include BaseException types: cancellation is never retried")
+
+    def matches(exc: Exception) -> bool:
+        return isinstance(exc, types)
+
+    return matches
+
+
+class Retry(PolicyFaces):
+    """Retry an async call on chosen errors, with jittered backoff and a retry budget.
+
+    ``on`` (required) picks what is retried: an exception type, a tuple of types, or a
+    predicate on the exception. Cancellation is never retried. ``attempts`` counts the first
+    call; ``timeout`` bounds all attempts *and* sleeps together (a cancel scope).
+
+    Before each wait, Retry compares it with the tightest enclosing deadline
+    (`asyncres.remaining()`): when the next attempt could not start in time, it re-raises
+    the last error at once. An error with a ``retry_after`` attribute (seconds, e.g.
+    `CircuitOpenError` or an HTTP ``Retry-After``) makes it wait ``max(retry_after, backoff)``.
+
+    When it gives up, the last exception propagates unchanged, with a note saying how many
+    attempts were made. A result rejected by ``on_result`` that runs out of attempts is
+    returned as it is.
+
+    The wait before retry ``n`` is the ``n``-th item of ``backoff.delays(rng)``.
+    """
+
+    __slots__ = (
+        "_listeners",
+        "_match",
+        "_slow",
+        "backoff",
+        "budget",
+        "max_attempts",
+        "name",
+        "on",
+        "on_result",
+        "rng",
+        "timeout",
+    )
+
+    __module__ = "asyncres"
+
+    def __init__(
+        self,
+        *,
+        on: RetryOn,
+        attempts: int = 3,
+        timeout: float | None = None,
+        backoff: Backoff = _DEFAULT_BACKOFF,
+        budget: RetryBudget | None = _DEFAULT_BUDGET,
+        on_result: Callable[[Any], bool] | None = None,
+        name: str | None = None,
+        listeners: Iterable[Listener] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self._match = _matcher(on)
+        self.on = on
+        self.max_attempts = _validation.count("attempts", attempts, minimum=1)
+        if timeout is not None:
+            timeout = _validation.positive("timeout", timeout)
+            if math.isinf(timeout):
+                timeout = None
+        self.timeout = timeout
+        if not callable(getattr(backoff, "delays", None)):
+            raise ValueError(f"`backoff` must have a delays() method, got {backoff!r}")
+        self.backoff = backoff
+        if budget is _DEFAULT_BUDGET:
+            budget = RetryBudget()
+        elif budget is not None and not isinstance(budget, RetryBudget):
+            raise ValueError(f"`budget` must be a RetryBudget or None, got {budget!r}")
+        self.budget = budget
+        if on_result is not None and not callable(on_result):
+            raise ValueError(f"`on_result` must be callable, got {on_result!r}")
+        self.on_result = on_result
+        self.name = name
+        self._listeners = tuple(listeners)
+        self.rng = rng
+        self._slow = timeout is not None or on_result is not None
+
+    def __repr__(self) -> str:
+        on = getattr(self.on, "__name__", None) or repr(self.on)
+        name = f", name={self.name!r}" if self.name else ""
+        return (
+            f"Retry(on={on}, attempts={self.max_attempts}, timeout={self.timeout!r}, "
+            f"backoff={self.backoff!r}{name})"
+        )
+
+    # The success path of call() and of the decorator is deliberately flat: one await in a
+    # try, one deposit in the budget. Everything else lives in _retry_loop.
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``await fn(*args, **kwargs)``, retrying as configured."""
+        if self._slow:
+            return await self._call_slow(fn, args, kwargs)
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            error = exc
+        else:
+            budget = self.budget
+            if budget is not None:
+                pending = budget._pending + 1
+                budget._pending = pending
+                if pending >= 32:  # _FOLD_EVERY, inlined
+                    budget._advance()
+            return result
+        # Outside the except block, so that later errors do not chain onto this one.
+        return await self._retry_loop(fn, args, kwargs, _first=(error, None))
+
+    async def _call_slow(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        """``call`` with a total timeout or an ``on_result`` predicate."""
+        if self.timeout is not None:
+            with DeadlineScope(self.timeout, math.inf):
+                return await self._retry_loop(fn, args, kwargs)
+        return await self._retry_loop(fn, args, kwargs)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate an async function: every call is retried as configured."""
+        if self._slow:
+            return super().__call__(fn)
+        retry_loop = self._retry_loop
+        budget = self.budget
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                error = exc
+            else:
+                if budget is not None:
+                    pending = budget._pending + 1
+                    budget._pending = pending
+                    if pending >= 32:  # _FOLD_EVERY, inlined
+                        budget._advance()
+                return result
+            return await retry_loop(fn, args, kwargs, _first=(error, None))
+
+        return wrapper
+
+    def attempts(self) -> AsyncIterator[Attempt]:
+        """The block form, for code that cannot be a function::
+
+            async for attempt in retry.attempts():
+                with attempt:
+                    response = await client.get(url)
+
+        ``on_result`` does not apply here (a block has no result).
+        """
+        return _Attempts(self)
+
+    async def _retry_loop(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        _first: tuple[Exception | None, Any] | None = None,
+    ) -> T:
+        """Run attempts until one succeeds or the retry gives up.
+
+        ``_first`` is the outcome of a first attempt already made by the fast path.
+        """
+        budget = self.budget
+        if budget is not None:
+            budget.deposit()
+        on_result = self.on_result
+        state = _RetryState(self)
+        if _first is None:
+            error: Exception | None = None
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                error = exc
+            else:
+                if on_result is None or not on_result(result):
+                    return result
+        else:
+            error, result = _first
+        while True:
+            wait = state.decide(error)
+            if wait is None:
+                if error is not None:
+                    raise error
+                return result
+            await anyio.sleep(wait)  # a checkpoint even when the wait is zero
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                error = exc
+            else:
+                if on_result is None or not on_result(result):
+                    return result
+                error = None
+
+
+class _RetryState:
+    """The bookkeeping of one retried call: attempt count, backoff iterator, decisions."""
+
+    __slots__ = ("_delays", "attempt", "retry")
+
+    def __init__(self, retry: Retry) -> None:
+        self.retry = retry
+        self.attempt = 1
+        self._delays: Iterator[float] | None = None
+
+    def decide(self, error: Exception | None, until: float = math.inf) -> float | None:
+        """Return the wait before the next attempt, or ``None`` to give up (noted).
+
+        ``until`` is an extra absolute deadline (the block form's total timeout).
+        """
+        retry = self.retry
+        if error is not None and not retry._match(error):
+            return None  # not ours to retry: propagate untouched
+        attempt = self.attempt
+        max_attempts = retry.max_attempts
+        testing = _testing_state.attempts_cap
+        if testing is not None:
+            max_attempts = min(max_attempts, testing)
+        if attempt >= max_attempts:
+            self._give_up(error, "attempts", RetryGaveUp)
+            return None
+        if self._delays is None:
+            self._delays = retry.backoff.delays(retry.rng)
+        wait = next(self._delays)
+        hint = getattr(error, "retry_after", None)
+        if isinstance(hint, int | float) and hint > wait:
+            wait = float(hint)
+        if testing is not None:
+            wait = 0.0
+        left = remaining()
+        if until != math.inf:
+            own = until - anyio.current_time()
+            left = own if left is None or own < left else left
+        if left is not None and wait >= left:
+            self._give_up(error, "deadline", RetryGaveUp)
+            return None
+        budget = retry.budget
+        if budget is not None and not budget.try_withdraw():
+            self._give_up(error, "budget", RetryBudgetExhausted)
+            return None
+        emit(retry._listeners, RetryScheduled(retry.name, attempt, wait, error))
+        self.attempt = attempt + 1
+        return wait
+
+    def _give_up(self, error: Exception | None, reason: str, event: type[RetryGaveUp]) -> None:
+        """Note on the error why the retry stops, and tell the listeners."""
+        retry = self.retry
+        attempts = self.attempt
+        if error is not None:
+            label = f" {retry.name!r}" if retry.name else ""
+            detail = {
+                "attempts": "no attempts left",
+                "deadline": "the next attempt could not start before the deadline",
+                "budget": "the retry budget is exhausted",
+            }[reason]
+            plural = "s" if attempts != 1 else ""
+            error.add_note(
+                f"asyncres.Retry{label}: gave up after {attempts} attempt{plural} ({detail})"
+            )
+        emit(retry._listeners, event(retry.name, attempts, error, reason))
+
+
+class _Attempts:
+    """``async for attempt in retry.attempts():`` — the block form of a retry."""
+
+    __slots__ = ("_deadline", "_done", "_state", "_wait", "retry")
+
+    def __init__(self, retry: Retry) -> None:
+        self.retry = retry
+        self._state: _RetryState | None = None
+        self._wait = 0.0
+        self._done = False
+        self._deadline = math.inf
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Attempt:
+        if self._done:
+            raise StopAsyncIteration
+        state = self._state
+        if state is None:
+            retry = self.retry
+            if retry.timeout is not None:
+                self._deadline = anyio.current_time() + retry.timeout
+            if retry.budget is not None:
+                retry.budget.deposit()
+            state = self._state = _RetryState(retry)
+            return Attempt(self, 1)
+        await anyio.sleep(self._wait)
+        return Attempt(self, state.attempt)
+
+
+class Attempt:
+    """One attempt of a block-form retry; use it as ``with attempt:``.
+
+    A retryable error raised in the block is swallowed and the loop goes on after the
+    backoff wait; when the retry gives up, the error leaves the block (and the loop)
+    with its note. Leaving the block without an error ends the loop.
+    """
+
+    __slots__ = ("_attempts", "_scope", "number")
+
+    __module__ = "asyncres"
+
+    def __init__(self, attempts: _Attempts, number: int) -> None:
+        self._attempts = attempts
+        self.number = number
+        self._scope: DeadlineScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<Attempt {self.number}>"
+
+    def __enter__(self) -> Self:
+        at = self._attempts._deadline
+        if at != math.inf:
+            self._scope = DeadlineScope(None, at)
+            self._scope.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        attempts = self._attempts
+        if self._scope is not None:
+            # Raises TimeoutExceededError when the total timeout fired in this attempt.
+            self._scope.__exit__(exc_type, exc, tb)
+        if exc is None:
+            attempts._done = True
+            return False
+        if not isinstance(exc, Exception):
+            attempts._done = True
+            return False  # cancellation and other BaseExceptions pass untouched
+        state = attempts._state
+        assert state is not None
+        wait = state.decide(exc, attempts._deadline)
+        if wait is None:
+            attempts._done = True
+            return False
+        attempts._wait = wait
+        return True

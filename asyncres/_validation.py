@@ -1,0 +1,54 @@
+"""Shared checks for constructor arguments: each raises ValueError naming the parameter."""
+
+from __future__ import annotations
+
+import math
+
+
+def non_negative(name: str, value: float) -> float:
+    """Return ``value`` as a float, refusing NaN and negatives (``inf`` is allowed)."""
+    value = _number(name, value)
+    if not value >= 0.0:  # also catches NaN
+        raise ValueError(f"`{name}` must be >= 0, got {value!r}")
+    return value
+
+
+def positive(name: str, value: float) -> float:
+    """Return ``value`` as a float, refusing NaN, zero and negatives."""
+    value = _number(name, value)
+    if not value > 0.0:
+        raise ValueError(f"`{name}` must be > 0, got {value!r}")
+    return value
+
+
+def finite_positive(name: str, value: float) -> float:
+    value = positive(name, value)
+    if math.isinf(value):
+        raise ValueError(f"`{name}` must be finite, got {value!r}")
+    return value
+
+
+def ratio(name: str, value: float) -> float:
+    """A fraction in 0..1 inclusive."""
+    value = _number(name, value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be between 0 and 1, got {value!r}")
+    return value
+
+
+def count(name: str, value: int, *, minimum: int) -> int:
+    """An integer (not a bool) no smaller than ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"`{name}` must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _number(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"`{name}` must be a number, got {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"`{name}` must be a number, got nan")
+    return value

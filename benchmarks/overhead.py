@@ -1,0 +1,302 @@
+"""Per-call overhead of asyncres primitives next to their peers, in one process.
+
+Run: ``python -m benchmarks.overhead`` (peers from ``pip install -e '.[bench]'``; a peer that
+is not installed is skipped). Prints a markdown table of nanoseconds per call (median of
+``--repeat`` rounds, cases interleaved within each round so drift hits all alike) and the
+ratio to a bare ``await`` (the median of per-round ratios). ``--json PATH`` writes
+``{"backend": {"case": ns}}``; ``--markdown PATH`` writes the table. Absolute numbers
+drift between runs and machines: compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+
+import asyncres
+
+Case = Callable[[int], Awaitable[None]]
+
+
+async def ok() -> int:
+    return 1
+
+
+def _retry() -> asyncres.Retry:
+    return asyncres.Retry(on=OSError, attempts=3)
+
+
+# -- asyncres ---------------------------------------------------------------------------
+
+
+async def bare(n: int) -> None:
+    for _ in range(n):
+        await ok()
+
+
+async def asyncres_timeout(n: int) -> None:
+    timeout = asyncres.timeout
+    for _ in range(n):
+        with timeout(10.0):
+            await ok()
+
+
+async def asyncres_retry_call(n: int) -> None:
+    call = _retry().call
+    for _ in range(n):
+        await call(ok)
+
+
+async def asyncres_retry_decorator(n: int) -> None:
+    decorated = _retry()(ok)
+    for _ in range(n):
+        await decorated()
+
+
+async def asyncres_timeout_policy(n: int) -> None:
+    call = asyncres.Timeout(10.0).call
+    for _ in range(n):
+        await call(ok)
+
+
+# -- peers --------------------------------------------------------------------------------
+
+
+async def asyncio_timeout(n: int) -> None:
+    for _ in range(n):
+        async with asyncio.timeout(10.0):
+            await ok()
+
+
+async def anyio_fail_after(n: int) -> None:
+    for _ in range(n):
+        with anyio.fail_after(10.0):
+            await ok()
+
+
+async def trio_fail_after(n: int) -> None:
+    import trio
+
+    for _ in range(n):
+        with trio.fail_after(10.0):
+            await ok()
+
+
+def _tenacity() -> Case | None:
+    try:
+        import tenacity
+    except ImportError:
+        return None
+    decorated = tenacity.retry(
+        stop=tenacity.stop_after_attempt(3),
+        wait=tenacity.wait_random_exponential(multiplier=0.1, max=10),
+        retry=tenacity.retry_if_exception_type(OSError),
+    )(ok)
+
+    async def tenacity_retry(n: int) -> None:
+        for _ in range(n):
+            await decorated()
+
+    return tenacity_retry
+
+
+def _stamina() -> Case | None:
+    try:
+        import stamina
+    except ImportError:
+        return None
+    decorated = stamina.retry(on=OSError, attempts=3)(ok)
+
+    async def stamina_retry(n: int) -> None:
+        for _ in range(n):
+            await decorated()
+
+    return stamina_retry
+
+
+def _backoff() -> Case | None:
+    try:
+        import backoff
+    except ImportError:
+        return None
+    decorated = backoff.on_exception(backoff.expo, OSError, max_tries=3)(ok)
+
+    async def backoff_on_exception(n: int) -> None:
+        for _ in range(n):
+            await decorated()
+
+    return backoff_on_exception
+
+
+# (label, case factory, backends it runs on). The first row is the baseline.
+def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
+    both = ("asyncio", "trio")
+    return [
+        ("bare `await ok()`", bare, both),
+        ("asyncres.timeout", asyncres_timeout, both),
+        ("asyncio.timeout (native)", asyncio_timeout, ("asyncio",)),
+        ("trio.fail_after (native)", trio_fail_after, ("trio",)),
+        ("anyio.fail_after", anyio_fail_after, both),
+        ("asyncres.Timeout.call", asyncres_timeout_policy, both),
+        ("asyncres Retry.call (success)", asyncres_retry_call, both),
+        ("asyncres @retry (success)", asyncres_retry_decorator, both),
+        ("tenacity @retry (success)", _tenacity(), both),
+        ("stamina @retry (success)", _stamina(), both),
+        ("backoff on_exception (success)", _backoff(), both),
+    ]
+
+
+async def _measure(case: Case, number: int) -> float:
+    await case(min(number, 1000))  # warm up
+    gc.disable()
+    try:
+        start = time.perf_counter_ns()
+        await case(number)
+        elapsed = time.perf_counter_ns() - start
+    finally:
+        gc.enable()
+    return elapsed / number
+
+
+def run_backend(backend: str, number: int, repeat: int) -> dict[str, tuple[float, float]]:
+    """Return {case: (median ns per call, median ratio to bare within the same round)}."""
+    selected = [(label, case) for label, case, where in cases() if case and backend in where]
+
+    async def main() -> dict[str, list[float]]:
+        samples: dict[str, list[float]] = {label: [] for label, _ in selected}
+        for _ in range(repeat):
+            for label, case in selected:
+                samples[label].append(await _measure(case, number))
+        return samples
+
+    samples = anyio.run(main, backend=backend)
+    baseline = samples[selected[0][0]]
+    return {
+        label: (
+            statistics.median(values),
+            statistics.median(v / b for v, b in zip(values, baseline, strict=True)),
+        )
+        for label, values in samples.items()
+    }
+
+
+def markdown(results: dict[str, dict[str, tuple[float, float]]]) -> str:
+    labels = [label for label, _, _ in cases() if any(label in r for r in results.values())]
+    backends = list(results)
+    head = "| case | " + " | ".join(f"{b} ns | {b} × bare" for b in backends) + " |"
+    rule = "| --- | " + " | ".join("---: | ---:" for _ in backends) + " |"
+    rows = [head, rule]
+    for label in labels:
+        cells = []
+        for backend in backends:
+            if label in results[backend]:
+                ns, ratio = results[backend][label]
+                cells.append(f"{ns:,.0f} | {ratio:.2f}")
+            else:
+                cells.append("— | —")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n\n" + targets(results)
+
+
+# (what, numerator, denominator or None for bare, limit) per backend.
+TARGETS = {
+    "asyncio": [
+        (
+            "asyncres.timeout ÷ asyncio.timeout",
+            "asyncres.timeout",
+            "asyncio.timeout (native)",
+            1.15,
+        ),
+    ],
+    "trio": [
+        (
+            "asyncres.timeout ÷ trio.fail_after",
+            "asyncres.timeout",
+            "trio.fail_after (native)",
+            1.15,
+        ),
+    ],
+}
+RETRY_TARGETS = [
+    ("Retry.call ÷ bare", "asyncres Retry.call (success)", None, 4.0),
+    ("@retry ÷ bare", "asyncres @retry (success)", None, 4.0),
+]
+
+
+def targets(results: dict[str, dict[str, tuple[float, float]]]) -> str:
+    """The issue's targets, as ratios from this run."""
+    lines = ["| target | backend | measured | limit | met |", "| --- | --- | ---: | ---: | --- |"]
+    for backend, per in results.items():
+        for what, num, den, limit in TARGETS.get(backend, []) + RETRY_TARGETS:
+            if num not in per or (den is not None and den not in per):
+                continue
+            ratio = per[num][1] / (per[den][1] if den is not None else 1.0)
+            met = "yes" if ratio <= limit else "**no**"
+            lines.append(f"| {what} | {backend} | {ratio:.2f} | ≤ {limit:g} | {met} |")
+    return "\n".join(lines)
+
+
+def update_readme(path: Path, block: str) -> None:
+    """Replace the text between the overhead-table markers in the README."""
+    start, end = "<!-- overhead-table -->", "<!-- /overhead-table -->"
+    text = path.read_text()
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{start}\n{block}\n{end}{tail}")
+
+
+def environment() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = []
+    for name in ("anyio", "trio", "tenacity", "stamina", "backoff"):
+        try:
+            versions.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    return f"Python {platform.python_version()} on {platform.machine()}, " + ", ".join(versions)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--number", type=int, default=10_000, help="calls per measurement")
+    parser.add_argument("--repeat", type=int, default=15, help="rounds; the median is reported")
+    parser.add_argument("--backend", action="append", choices=["asyncio", "trio"])
+    parser.add_argument("--json", type=Path, help="write {backend: {case: ns}} here")
+    parser.add_argument("--markdown", type=Path, help="write the markdown table here")
+    parser.add_argument("--readme", type=Path, help="also replace the table in this README")
+    args = parser.parse_args(argv)
+    backends = args.backend or ["asyncio", "trio"]
+    results: dict[str, dict[str, tuple[float, float]]] = {}
+    for backend in backends:
+        results[backend] = run_backend(backend, args.number, args.repeat)
+    table = markdown(results)
+    print(table)
+    print(f"\n{environment()}; median of {args.repeat} rounds of {args.number:,} calls.")
+    if args.json:
+        ns_only = {b: {case: ns for case, (ns, _) in r.items()} for b, r in results.items()}
+        args.json.write_text(json.dumps(ns_only, indent=2) + "\n")
+    footer = (
+        f"{environment()}; median of {args.repeat} rounds of {args.number:,} calls. "
+        "Regenerate: `python -m benchmarks.overhead --markdown benchmarks/results/overhead.md "
+        "--readme README.md`."
+    )
+    if args.markdown:
+        args.markdown.write_text(f"# Overhead per call\n\n{table}\n\n{footer}\n")
+    if args.readme:
+        update_readme(args.readme, f"{table}\n\n{footer}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

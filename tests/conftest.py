@@ -1,0 +1,43 @@
+"""Shared fixtures: every core test runs on asyncio and trio, each on a virtual clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import looptime
+import pytest
+from trio.testing import MockClock
+
+import asyncres
+from asyncres import testing
+
+
+def _virtual_asyncio_loop() -> Any:
+    # looptime compacts time: the loop jumps to the next timer whenever nothing is ready.
+    # Two idle cycles (not its default 42) before each jump keep big simulations fast.
+    return looptime.new_event_loop(noop_cycles=2)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param("trio", id="trio"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """Both backends, each with a virtual clock, so timing tests take milliseconds."""
+    if request.param == "asyncio":
+        return ("asyncio", {"loop_factory": _virtual_asyncio_loop})
+    return ("trio", {"clock": MockClock(autojump_threshold=0)})
+
+
+@pytest.fixture(autouse=True)
+def _quiet_global_listeners() -> Iterator[None]:
+    """Tests see only the events they capture; the logging default is restored after."""
+    previous = asyncres.set_listeners()
+    try:
+        yield
+    finally:
+        asyncres.set_listeners(*previous)
+        testing.set_testing(False)

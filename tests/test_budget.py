@@ -1,0 +1,176 @@
+"""RetryBudget: the token bucket, its window, and the outage amplification it bounds."""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+import pytest
+
+import asyncres
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def drain(budget: asyncres.RetryBudget) -> int:
+    taken = 0
+    while budget.try_withdraw():
+        taken += 1
+    return taken
+
+
+def test_reserve_allows_min_per_second_times_ttl_retries_without_traffic() -> None:
+    """With no requests at all, the reserve still allows min_per_second * ttl retries."""
+    budget = asyncres.RetryBudget(min_per_second=2.0, ttl=5.0, clock=FakeClock())
+    assert drain(budget) == 10
+    assert budget.statistics().refused == 1
+
+
+def test_busy_client_gets_ratio_of_its_requests() -> None:
+    """Above the reserve, retries are limited to ratio x recent requests."""
+    clock = FakeClock()
+    budget = asyncres.RetryBudget(ratio=0.2, min_per_second=1.0, ttl=10.0, clock=clock)
+    for _ in range(1000):
+        budget.deposit()
+    assert drain(budget) == 200  # max(10, 0.2 * 1000)
+
+
+def test_reserve_and_ratio_do_not_add_up() -> None:
+    """The allowance is the larger of reserve and ratio x requests, not their sum."""
+    budget = asyncres.RetryBudget(ratio=0.1, min_per_second=10.0, ttl=10.0, clock=FakeClock())
+    for _ in range(500):
+        budget.deposit()
+    assert drain(budget) == 100  # max(100, 50)
+
+
+def test_deposits_and_withdrawals_expire_after_ttl() -> None:
+    """After ttl seconds both old requests and old retries stop counting."""
+    clock = FakeClock()
+    budget = asyncres.RetryBudget(ratio=0.5, min_per_second=0.0, ttl=10.0, clock=clock)
+    for _ in range(100):
+        budget.deposit()
+    assert drain(budget) == 50
+    clock.now = 5.0
+    assert drain(budget) == 0
+    clock.now = 10.5  # the deposits (and the withdrawals) have expired
+    assert drain(budget) == 0
+    for _ in range(10):
+        budget.deposit()
+    assert drain(budget) == 5
+
+
+def test_window_slides_slice_by_slice() -> None:
+    """Deposits leave the window one slice (ttl/10) at a time."""
+    clock = FakeClock()
+    budget = asyncres.RetryBudget(ratio=1.0, min_per_second=0.0, ttl=10.0, clock=clock)
+    for second in range(10):
+        clock.now = second + 0.5
+        for _ in range(64):
+            budget.deposit()
+    clock.now = 10.5  # the slice of second 0 has left the window
+    assert budget.statistics().deposits == 9 * 64
+    clock.now = 14.5
+    assert budget.statistics().deposits == 5 * 64
+
+
+def test_clock_going_backwards_resets_the_window() -> None:
+    """A new event loop with an earlier clock does not corrupt the counts."""
+    clock = FakeClock()
+    clock.now = 1000.0
+    budget = asyncres.RetryBudget(ratio=1.0, min_per_second=0.0, ttl=10.0, clock=clock)
+    for _ in range(64):
+        budget.deposit()
+    clock.now = 3.0
+    stats = budget.statistics()
+    assert stats.deposits == 0
+    assert stats.available == 0.0
+
+
+def test_statistics_snapshot() -> None:
+    """statistics() reports deposits, withdrawals, refusals and what is available."""
+    budget = asyncres.RetryBudget(ratio=0.5, min_per_second=0.0, ttl=10.0, clock=FakeClock())
+    for _ in range(4):
+        budget.deposit()
+    assert budget.try_withdraw()
+    assert budget.try_withdraw()
+    assert not budget.try_withdraw()
+    assert budget.statistics() == asyncres.RetryBudgetStatistics(
+        available=0.0, deposits=4, withdrawals=2, refused=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter"),
+    [
+        ({"ratio": -0.1}, "ratio"),
+        ({"ratio": 1.5}, "ratio"),
+        ({"ratio": math.nan}, "ratio"),
+        ({"min_per_second": -1}, "min_per_second"),
+        ({"min_per_second": math.inf}, "min_per_second"),
+        ({"ttl": 0}, "ttl"),
+        ({"ttl": math.inf}, "ttl"),
+    ],
+)
+def test_bad_configuration_names_the_parameter(kwargs: dict[str, float], parameter: str) -> None:
+    """Invalid budgets raise ValueError naming the parameter."""
+    with pytest.raises(ValueError, match=f"`{parameter}`"):
+        asyncres.RetryBudget(**kwargs)
+
+
+async def _outage(retry: asyncres.Retry, calls: int, window: float) -> int:
+    """Offer `calls` evenly over `window` seconds to a dependency that always fails."""
+    attempts = 0
+
+    async def dependency() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionError("down")
+
+    async def one_call() -> None:
+        try:
+            await retry.call(dependency)
+        except ConnectionError:
+            pass
+
+    interval = window / calls
+    async with anyio.create_task_group() as tg:
+        for _ in range(calls):
+            tg.start_soon(one_call)
+            await anyio.sleep(interval)
+    return attempts
+
+
+@pytest.mark.anyio
+async def test_default_budget_bounds_outage_amplification() -> None:
+    """10,000 calls in a 60 s outage: <= 1.25 x attempts with the budget, 3 x without."""
+    with_budget = await _outage(asyncres.Retry(on=ConnectionError, attempts=3), 10_000, 60.0)
+    without = await _outage(
+        asyncres.Retry(on=ConnectionError, attempts=3, budget=None), 10_000, 60.0
+    )
+    assert without == 30_000
+    assert 10_000 < with_budget <= 12_500, with_budget
+
+
+@pytest.mark.anyio
+async def test_shared_budget_spans_retry_objects() -> None:
+    """One budget shared by two Retry objects is drained by both together."""
+    budget = asyncres.RetryBudget(ratio=0.0, min_per_second=0.5, ttl=10.0)  # 5 retries
+    first = asyncres.Retry(on=ConnectionError, attempts=10, budget=budget)
+    second = asyncres.Retry(on=ConnectionError, attempts=10, budget=budget)
+    attempts = 0
+
+    async def down() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionError
+
+    for retry in (first, second):
+        with pytest.raises(ConnectionError):
+            await retry.call(down)
+    assert attempts == 2 + 5  # two first attempts, five retries in all

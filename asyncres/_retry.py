@@ -223,32 +223,25 @@ class Retry(PolicyFaces):
             budget.deposit()
         on_result = self.on_result
         state = _RetryState(self)
-        if _first is None:
-            error: Exception | None = None
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                error = exc
-            else:
-                if on_result is None or not on_result(result):
-                    return result
-        else:
-            error, result = _first
+        outcome = _first
         while True:
+            if outcome is None:
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    error: Exception | None = exc
+                else:
+                    if on_result is None or not on_result(result):
+                        return result
+                    error = None
+            else:
+                (error, result), outcome = outcome, None
             wait = state.decide(error)
             if wait is None:
                 if error is not None:
                     raise error
                 return result
             await anyio.sleep(wait)  # a checkpoint even when the wait is zero
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                error = exc
-            else:
-                if on_result is None or not on_result(result):
-                    return result
-                error = None
 
 
 class _RetryState:

@@ -12,7 +12,13 @@ from ._deadline import Timeout as Timeout
 from ._deadline import deadline as deadline
 from ._deadline import remaining as remaining
 from ._deadline import timeout as timeout
+from ._events import CallRejected as CallRejected
+from ._events import CircuitClosed as CircuitClosed
+from ._events import CircuitHalfOpened as CircuitHalfOpened
+from ._events import CircuitOpened as CircuitOpened
 from ._events import Event as Event
+from ._events import FallbackUsed as FallbackUsed
+from ._events import HedgeLaunched as HedgeLaunched
 from ._events import Listener as Listener
 from ._events import RetryBudgetExhausted as RetryBudgetExhausted
 from ._events import RetryGaveUp as RetryGaveUp
@@ -35,9 +41,15 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Attempt",
     "BulkheadFullError",
+    "CallRejected",
+    "CircuitClosed",
+    "CircuitHalfOpened",
     "CircuitOpenError",
+    "CircuitOpened",
     "DeadlineScope",
     "Event",
+    "FallbackUsed",
+    "HedgeLaunched",
     "Listener",
     "Policy",
     "RejectedError",

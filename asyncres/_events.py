@@ -15,7 +15,13 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 __all__ = [
+    "CallRejected",
+    "CircuitClosed",
+    "CircuitHalfOpened",
+    "CircuitOpened",
     "Event",
+    "FallbackUsed",
+    "HedgeLaunched",
     "Listener",
     "RetryBudgetExhausted",
     "RetryGaveUp",
@@ -100,6 +106,71 @@ class TimeoutExpired(Event):
     __module__ = "asyncres"
 
     timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitOpened(Event):
+    """A circuit breaker opened: calls fail fast for ``retry_after`` seconds.
+
+    ``reason`` says why, e.g. ``"failure rate 0.62 >= 0.5 over 40 calls"``,
+    ``"5 consecutive failures"``, ``"probe failed"`` or ``"isolated"``.
+    """
+
+    __module__ = "asyncres"
+
+    level: ClassVar[int] = logging.WARNING
+
+    retry_after: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitHalfOpened(Event):
+    """A circuit breaker's recovery time passed: it now admits probe calls."""
+
+    __module__ = "asyncres"
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitClosed(Event):
+    """A circuit breaker closed again (probes succeeded, or it was reset)."""
+
+    __module__ = "asyncres"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRejected(Event):
+    """A call was refused before it ran (`RejectedError`).
+
+    ``reason``: ``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"``,
+    ``"shed"`` (evicted by a higher-priority waiter) or ``"queue_timeout"``.
+    """
+
+    __module__ = "asyncres"
+
+    level: ClassVar[int] = logging.DEBUG
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeLaunched(Event):
+    """A hedged call started extra attempt number ``hedge`` (1 = the first extra one)
+    ``delay`` seconds after the call began."""
+
+    __module__ = "asyncres"
+
+    hedge: int
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackUsed(Event):
+    """A fallback replaced the outcome of a failed call (``error``)."""
+
+    __module__ = "asyncres"
+
+    error: BaseException | None
 
 
 def log_event(event: Event) -> None:

@@ -7,7 +7,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import anyio
 
@@ -22,6 +22,7 @@ from ._events import (
     RetryScheduled,
     emit,
 )
+from ._matching import ErrorFilter, matcher
 from ._policy import PolicyFaces
 
 if TYPE_CHECKING:
@@ -32,33 +33,11 @@ __all__ = ["Attempt", "Retry"]
 T = TypeVar("T")
 P = ParamSpec("P")
 
-ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
-RetryOn = ExceptionTypes | Callable[[Exception], bool]
 
 assert _FOLD_EVERY == 32, "the Retry fast path inlines this constant"
 
 _DEFAULT_BACKOFF = FullJitter(base=0.1, cap=10.0)
 _DEFAULT_BUDGET: Any = object()  # sentinel: "give this Retry a budget of its own"
-
-
-def _matcher(on: RetryOn) -> Callable[[Exception], bool]:
-    if isinstance(on, type) and issubclass(on, BaseException):
-        types: tuple[type[BaseException], ...] = (on,)
-    elif isinstance(on, tuple):
-        if not on or not all(isinstance(t, type) and issubclass(t, BaseException) for t in on):
-            raise ValueError(f"`on` must be exception types or a predicate, got {on!r}")
-        types = on
-    elif callable(on):
-        return cast(Callable[[Exception], bool], on)
-    else:
-        raise ValueError(f"`on` must be exception types or a predicate, got {on!r}")
-    if any(not issubclass(t, Exception) for t in types):
-        raise ValueError("`on` must not include BaseException types: cancellation is never retried")
-
-    def matches(exc: Exception) -> bool:
-        return isinstance(exc, types)
-
-    return matches
 
 
 class Retry(PolicyFaces):
@@ -99,7 +78,7 @@ class Retry(PolicyFaces):
     def __init__(
         self,
         *,
-        on: RetryOn,
+        on: ErrorFilter,
         attempts: int = 3,
         timeout: float | None = None,
         backoff: Backoff = _DEFAULT_BACKOFF,
@@ -109,7 +88,9 @@ class Retry(PolicyFaces):
         listeners: Iterable[Listener] = (),
         rng: random.Random | None = None,
     ) -> None:
-        self._match = _matcher(on)
+        if on == ():
+            raise ValueError("`on` must name at least one exception type")
+        self._match = matcher(on, "on")
         self.on = on
         self.max_attempts = _validation.count("attempts", attempts, minimum=1)
         if timeout is not None:

@@ -1,0 +1,113 @@
+"""Pipeline: policies composed in list order, outermost first."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from ._deadline import Timeout
+from ._policy import Policy, PolicyFaces
+
+__all__ = ["Pipeline"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class Pipeline(PolicyFaces):
+    """Compose policies: ``Pipeline(a, b, c).call(fn)`` runs ``a(b(c(fn)))``.
+
+    List order is wrapping order, outermost first (Polly's builder, structlog's processor
+    chain). The canonical order for a call to a dependency::
+
+        Pipeline(
+            Timeout(10.0),                                 # the whole call, retries included
+            Retry(on=ConnectionError, attempts=4),         # sees each attempt's outcome
+            CircuitBreaker(failure_rate=0.5, window=30.0), # counts every attempt
+            Bulkhead(max_concurrent=20, max_queued=50),    # bounds attempts in flight
+            Timeout(2.0),                                  # one attempt
+        )
+
+    A pipeline is itself a `Policy`, is immutable, and exposes its layers as
+    `policies`; a pipeline nested in another is flattened. An inner `Timeout` longer than
+    an outer one could never fire first and is refused (as .NET's standard resilience
+    handler validates "attempt timeout <= total timeout").
+    """
+
+    __slots__ = ("_layers", "_policies")
+
+    __module__ = "asyncres"
+
+    _layers: tuple[Policy, ...]
+    _policies: tuple[Policy, ...]
+
+    def __init__(self, *policies: Policy) -> None:
+        if not policies:
+            raise ValueError("`policies` must name at least one policy")
+        layers: list[Policy] = []
+        for policy in policies:
+            if isinstance(policy, Pipeline):
+                layers.extend(policy._layers)
+            elif callable(getattr(policy, "execute", None)):
+                layers.append(policy)
+            else:
+                raise ValueError(f"`policies` must be policies (with execute()), got {policy!r}")
+        _check_timeouts(layers)
+        self._policies = tuple(policies)
+        self._layers = tuple(layers)
+
+    @property
+    def policies(self) -> tuple[Policy, ...]:
+        """The policies as given, outermost first."""
+        return self._policies
+
+    def __repr__(self) -> str:
+        return f"Pipeline({', '.join(map(repr, self._policies))})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Pipeline):
+            return NotImplemented
+        return self._layers == other._layers
+
+    def __hash__(self) -> int:
+        return hash(self._layers)
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``await fn(*args, **kwargs)`` through every layer."""
+        result: T = await _Chain(self._layers, 0, lambda: fn(*args, **kwargs)).run()
+        return result
+
+    async def execute(self, fn: Callable[[], Awaitable[T]], /) -> T:
+        """Run ``await fn()`` through every layer (the `Policy` contract)."""
+        result: T = await _Chain(self._layers, 0, fn).run()
+        return result
+
+
+class _Chain:
+    """One call's walk through the layers; each layer executes the rest of the chain."""
+
+    __slots__ = ("_fn", "_index", "_layers")
+
+    def __init__(self, layers: tuple[Policy, ...], index: int, fn: Callable[[], Awaitable[Any]]):
+        self._layers = layers
+        self._index = index
+        self._fn = fn
+
+    async def run(self) -> Any:
+        layers = self._layers
+        index = self._index
+        if index == len(layers) - 1:
+            return await layers[index].execute(self._fn)
+        return await layers[index].execute(_Chain(layers, index + 1, self._fn).run)
+
+
+def _check_timeouts(layers: list[Policy]) -> None:
+    outer: float | None = None
+    for layer in layers:
+        if isinstance(layer, Timeout):
+            if outer is not None and layer.seconds > outer:
+                raise ValueError(
+                    f"`policies`: an inner Timeout({layer.seconds!r}) is longer than an outer "
+                    f"Timeout({outer!r}) and could never fire first"
+                )
+            outer = layer.seconds

@@ -138,6 +138,78 @@ def _backoff() -> Case | None:
     return backoff_on_exception
 
 
+def _purgatory() -> Case | None:
+    try:
+        from purgatory import AsyncCircuitBreakerFactory
+    except ImportError:
+        return None
+
+    async def purgatory_async_with(n: int) -> None:
+        breaker = await AsyncCircuitBreakerFactory().get_breaker("svc")  # held, as documented
+        for _ in range(n):
+            async with breaker:
+                await ok()
+
+    return purgatory_async_with
+
+
+def _pybreaker() -> Case | None:
+    try:
+        import pybreaker
+    except ImportError:
+        return None
+    breaker = pybreaker.CircuitBreaker()
+
+    async def pybreaker_calling(n: int) -> None:
+        for _ in range(n):
+            with breaker.calling():
+                await ok()
+
+    return pybreaker_calling
+
+
+def _aiobreaker() -> Case | None:
+    try:
+        import aiobreaker
+    except ImportError:
+        return None
+    breaker = aiobreaker.CircuitBreaker()
+
+    async def aiobreaker_call_async(n: int) -> None:
+        for _ in range(n):
+            await breaker.call_async(ok)
+
+    return aiobreaker_call_async
+
+
+def _circuitbreaker() -> Case | None:
+    try:
+        import circuitbreaker
+    except ImportError:
+        return None
+    decorated = circuitbreaker.circuit(failure_threshold=5, recovery_timeout=30)(ok)
+
+    async def circuitbreaker_decorator(n: int) -> None:
+        for _ in range(n):
+            await decorated()
+
+    return circuitbreaker_decorator
+
+
+async def asyncio_semaphore(n: int) -> None:
+    semaphore = asyncio.Semaphore(10)
+    for _ in range(n):
+        async with semaphore:
+            await ok()
+
+
+async def anyio_capacity_limiter(n: int) -> None:
+    limiter = anyio.CapacityLimiter(10)
+    for _ in range(n):
+        async with limiter:
+            await ok()
+
+
 # (label, case factory, backends it runs on). The first row is the baseline.
 def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
     both = ("asyncio", "trio")
@@ -153,6 +225,12 @@ def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
         ("tenacity @retry (success)", _tenacity(), both),
         ("stamina @retry (success)", _stamina(), both),
         ("backoff on_exception (success)", _backoff(), both),
+        ("purgatory `async with` (held breaker)", _purgatory(), both),
+        ("pybreaker calling()", _pybreaker(), both),
+        ("aiobreaker call_async", _aiobreaker(), ("asyncio",)),
+        ("circuitbreaker @circuit", _circuitbreaker(), both),
+        ("asyncio.Semaphore `async with`", asyncio_semaphore, ("asyncio",)),
+        ("anyio.CapacityLimiter `async with`", anyio_capacity_limiter, both),
     ]
 
 
@@ -259,7 +337,9 @@ def environment() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = []
-    for name in ("anyio", "trio", "tenacity", "stamina", "backoff"):
+    peers = ("anyio", "trio", "tenacity", "stamina", "backoff")
+    peers += ("purgatory", "pybreaker", "aiobreaker", "circuitbreaker")
+    for name in peers:
         try:
             versions.append(f"{name} {version(name)}")
         except PackageNotFoundError:

@@ -7,6 +7,9 @@ the core) circuit breakers, bulkheads, hedging and fallbacks, as small composabl
 from . import backoff as backoff
 from ._budget import RetryBudget as RetryBudget
 from ._budget import RetryBudgetStatistics as RetryBudgetStatistics
+from ._bulkhead import Bulkhead as Bulkhead
+from ._bulkhead import BulkheadLane as BulkheadLane
+from ._bulkhead import BulkheadStatistics as BulkheadStatistics
 from ._deadline import DeadlineScope as DeadlineScope
 from ._deadline import Timeout as Timeout
 from ._deadline import deadline as deadline
@@ -41,7 +44,10 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Attempt",
+    "Bulkhead",
     "BulkheadFullError",
+    "BulkheadLane",
+    "BulkheadStatistics",
     "CallRejected",
     "CircuitClosed",
     "CircuitHalfOpened",

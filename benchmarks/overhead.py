@@ -69,6 +69,19 @@ async def asyncres_timeout_policy(n: int) -> None:
         await call(ok)
 
 
+async def asyncres_bulkhead_with(n: int) -> None:
+    bulkhead = asyncres.Bulkhead(max_concurrent=10)
+    for _ in range(n):
+        async with bulkhead:
+            await ok()
+
+
+async def asyncres_bulkhead_call(n: int) -> None:
+    call = asyncres.Bulkhead(max_concurrent=10).call
+    for _ in range(n):
+        await call(ok)
+
+
 # -- peers --------------------------------------------------------------------------------
 
 
@@ -229,6 +242,8 @@ def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
         ("pybreaker calling()", _pybreaker(), both),
         ("aiobreaker call_async", _aiobreaker(), ("asyncio",)),
         ("circuitbreaker @circuit", _circuitbreaker(), both),
+        ("asyncres Bulkhead `async with`", asyncres_bulkhead_with, both),
+        ("asyncres Bulkhead.call", asyncres_bulkhead_call, both),
         ("asyncio.Semaphore `async with`", asyncio_semaphore, ("asyncio",)),
         ("anyio.CapacityLimiter `async with`", anyio_capacity_limiter, both),
     ]
@@ -285,6 +300,9 @@ def markdown(results: dict[str, dict[str, tuple[float, float]]]) -> str:
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n\n" + targets(results)
 
+
+SEMAPHORE = "asyncio.Semaphore `async with`"
+LIMITER = "anyio.CapacityLimiter `async with`"
 
 # (what, numerator, denominator or None for bare, limit) per backend.
 TARGETS = {

@@ -32,6 +32,7 @@ from ._exceptions import CircuitOpenError as CircuitOpenError
 from ._exceptions import RejectedError as RejectedError
 from ._exceptions import ResilienceError as ResilienceError
 from ._exceptions import TimeoutExceededError as TimeoutExceededError
+from ._fallback import Fallback as Fallback
 from ._policy import Policy as Policy
 from ._retry import Attempt as Attempt
 from ._retry import Retry as Retry
@@ -48,6 +49,7 @@ __all__ = [
     "CircuitOpened",
     "DeadlineScope",
     "Event",
+    "Fallback",
     "FallbackUsed",
     "HedgeLaunched",
     "Listener",

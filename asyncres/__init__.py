@@ -33,6 +33,7 @@ from ._exceptions import RejectedError as RejectedError
 from ._exceptions import ResilienceError as ResilienceError
 from ._exceptions import TimeoutExceededError as TimeoutExceededError
 from ._fallback import Fallback as Fallback
+from ._hedge import Hedge as Hedge
 from ._policy import Policy as Policy
 from ._retry import Attempt as Attempt
 from ._retry import Retry as Retry
@@ -51,6 +52,7 @@ __all__ = [
     "Event",
     "Fallback",
     "FallbackUsed",
+    "Hedge",
     "HedgeLaunched",
     "Listener",
     "Policy",

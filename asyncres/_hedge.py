@@ -38,7 +38,7 @@ def _trio() -> Any:
 
 
 #: Polly's limit on extra attempts; more is almost always a load bug, not a policy.
-MAX_HEDGES = 10
+_MAX_HEDGES = 10
 
 
 class Hedge(PolicyFaces):
@@ -80,8 +80,8 @@ class Hedge(PolicyFaces):
     ) -> None:
         self.delay = _validation.non_negative("delay", delay)
         self.max_hedges = _validation.count("max_hedges", max_hedges, minimum=1)
-        if max_hedges > MAX_HEDGES:
-            raise ValueError(f"`max_hedges` must be <= {MAX_HEDGES}, got {max_hedges!r}")
+        if max_hedges > _MAX_HEDGES:
+            raise ValueError(f"`max_hedges` must be <= {_MAX_HEDGES}, got {max_hedges!r}")
         self._match = matcher(on, "on")
         self.on = on
         self.name = name

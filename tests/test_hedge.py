@@ -353,6 +353,18 @@ async def test_a_deadline_around_the_hedge_bounds_every_attempt() -> None:
     assert launches(events) == [(1, 1.0), (2, 2.0)]
 
 
+async def test_a_deadline_firing_while_only_hedges_run_is_still_a_timeout() -> None:
+    """The deadline fires after attempt 0 failed, while the caller awaits the hedges."""
+    failing = Replica(0.1, error=ConnectionError("x"))
+    hang = Replica(100.0)
+    start = anyio.current_time()
+    with pytest.raises(asyncres.TimeoutExceededError):
+        with asyncres.timeout(3.0):
+            await asyncres.Hedge(delay=1.0, max_hedges=2).call_each(failing, hang, hang)
+    assert anyio.current_time() - start == pytest.approx(3.0)
+    assert hang.ended == ["cancelled", "cancelled"]
+
+
 async def test_no_timed_hedge_when_the_deadline_is_nearer_than_the_delay() -> None:
     """With less than `delay` left, no timer is armed, but a failure still starts a hedge."""
     first = Replica(100.0)

@@ -35,6 +35,8 @@ from ._exceptions import CircuitOpenError as CircuitOpenError
 from ._exceptions import RejectedError as RejectedError
 from ._exceptions import ResilienceError as ResilienceError
 from ._exceptions import TimeoutExceededError as TimeoutExceededError
+from ._fallback import Fallback as Fallback
+from ._hedge import Hedge as Hedge
 from ._pipeline import Pipeline as Pipeline
 from ._policy import Policy as Policy
 from ._retry import Attempt as Attempt
@@ -55,7 +57,9 @@ __all__ = [
     "CircuitOpened",
     "DeadlineScope",
     "Event",
+    "Fallback",
     "FallbackUsed",
+    "Hedge",
     "HedgeLaunched",
     "Listener",
     "Pipeline",

@@ -82,6 +82,24 @@ async def asyncres_bulkhead_call(n: int) -> None:
         await call(ok)
 
 
+async def asyncres_fallback_call(n: int) -> None:
+    call = asyncres.Fallback(on=OSError, value=0).call
+    for _ in range(n):
+        await call(ok)
+
+
+async def asyncres_hedge_call(n: int) -> None:
+    call = asyncres.Hedge(delay=1.0).call
+    for _ in range(n):
+        await call(ok)
+
+
+async def anyio_task_group(n: int) -> None:
+    for _ in range(n):
+        async with anyio.create_task_group():
+            await ok()
+
+
 # -- peers --------------------------------------------------------------------------------
 
 
@@ -242,6 +260,9 @@ def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
         ("pybreaker calling()", _pybreaker(), both),
         ("aiobreaker call_async", _aiobreaker(), ("asyncio",)),
         ("circuitbreaker @circuit", _circuitbreaker(), both),
+        ("asyncres Fallback.call (success)", asyncres_fallback_call, both),
+        ("asyncres Hedge.call (answer before the delay)", asyncres_hedge_call, both),
+        ("anyio task group (reference for Hedge)", anyio_task_group, both),
         ("asyncres Bulkhead `async with`", asyncres_bulkhead_with, both),
         ("asyncres Bulkhead.call", asyncres_bulkhead_call, both),
         ("asyncio.Semaphore `async with`", asyncio_semaphore, ("asyncio",)),

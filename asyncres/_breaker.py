@@ -257,13 +257,19 @@ class _CountWindow:
 
 
 def _current_task() -> object:
-    """The running task (asyncio or trio): who is inside an ``async with breaker`` block."""
+    """The running task (asyncio or trio): who is inside an ``async with breaker`` block.
+
+    ``None`` outside any task (a coroutine closed by the garbage collector).
+    """
     loop = _get_running_loop()
     if loop is not None:
         return asyncio.current_task(loop)
-    import trio
+    try:
+        import trio
 
-    return trio.lowlevel.current_task()
+        return trio.lowlevel.current_task()
+    except (ImportError, RuntimeError):
+        return None
 
 
 # -- the breaker --------------------------------------------------------------------------

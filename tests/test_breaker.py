@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 import asyncres
 from asyncres import CircuitState, backoff
+from asyncres import _breaker as breaker_module
 from asyncres.testing import capture_events, force_closed, force_half_open, force_open
 
 pytestmark = pytest.mark.anyio
@@ -772,3 +782,360 @@ def test_force_open_works_outside_an_event_loop() -> None:
     assert anyio.run(main, backend="trio") == ("rejected", "ok")
     with pytest.raises(ValueError, match="`retry_after`"):
         force_open(breaker, retry_after=-1.0)
+
+
+# -- the state machine against a reference model (hypothesis) ---------------------------------
+
+
+class FakeCancelled(BaseException):
+    """Stands in for the backend's cancellation (a BaseException) in synchronous driving."""
+
+
+class Suspend:
+    """An awaitable that suspends once and resumes with what the driver sends."""
+
+    def __await__(self) -> Generator[str, str, str]:
+        return (yield "suspended")
+
+
+ERRORS: dict[str, Callable[[], Exception]] = {
+    "fail": lambda: ConnectionError("down"),  # matched by on=OSError: a failure
+    "excluded": lambda: FileNotFoundError("gone"),  # matched by exclude: a success
+    "unmatched": lambda: ValueError("bad"),  # not matched by on: a success
+    "inner_open": lambda: asyncres.CircuitOpenError("inner", retry_after=1.0),  # nothing
+}
+OUTCOMES = ["ok", "fail", "excluded", "unmatched", "inner_open", "cancel"]
+TIME_WINDOW = 5.0  # 10 buckets of 0.5 s; every clock step is a multiple of 0.25 s
+SLOW = 1.0
+RECOVERY = 2.0
+
+
+class Model:
+    """The breaker's rules written plainly: a list of outcomes, no batching, no buckets."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.c = config
+        self.rate = config["failure_rate"]
+        if self.rate is None and config["failure_threshold"] is None:
+            self.rate = 0.5
+        self.min_calls = config["min_calls"]
+        if config["window_type"] == "count":
+            self.min_calls = min(self.min_calls, config["window"])
+        self.now = 0.0
+        self.state = "closed"
+        self.outcomes: list[tuple[float, bool, bool]] = []  # (time, failed, slow)
+        self.consecutive = 0
+        self.epoch = 0
+        self.probes = 0
+        self.probe_successes = 0
+        self.opened_at: float | None = None
+        self.delay = RECOVERY
+        self.reopenings = 0  # index into the recovery backoff's delays
+        self.rejected = 0
+        self.times_opened = 0
+        self.events: list[asyncres.Event] = []
+
+    def window(self) -> list[tuple[float, bool, bool]]:
+        if self.c["window_type"] == "count":
+            return self.outcomes[-self.c["window"] :] if self.outcomes else []
+        width = TIME_WINDOW / 10
+        oldest = math.floor(self.now / width) - 9
+        return [o for o in self.outcomes if math.floor(o[0] / width) >= oldest]
+
+    def next_delay(self) -> float:
+        if not self.c["backoff"]:
+            return RECOVERY
+        delay = min(4.0, 1.0 * 2.0**self.reopenings)
+        self.reopenings += 1
+        return delay
+
+    def enter(self, state: str) -> None:
+        self.state = state
+        self.epoch += 1
+        self.probes = 0
+        self.probe_successes = 0
+
+    def clear(self) -> None:
+        self.outcomes = []
+        self.consecutive = 0
+
+    def open(self, reason: str, state: str = "open") -> None:
+        self.enter(state)
+        self.opened_at = self.now
+        self.delay = self.next_delay()
+        self.times_opened += 1
+        self.events.append(asyncres.CircuitOpened("m", self.delay, reason))
+
+    def close(self) -> None:
+        was = self.state
+        self.enter("closed")
+        self.clear()
+        self.opened_at = None
+        self.reopenings = 0
+        if was != "closed":
+            self.events.append(asyncres.CircuitClosed("m"))
+
+    def reject(self, reason: str, retry_after: float) -> tuple[str, float]:
+        self.rejected += 1
+        self.events.append(asyncres.CallRejected("m", reason))
+        return (reason, retry_after)
+
+    def admit(self) -> int | tuple[str, float]:
+        """A probe epoch (or -1) for an admitted call, else (reason, retry_after)."""
+        if self.state in ("closed", "disabled"):
+            return -1
+        if self.state == "half_open":
+            if self.probes < self.c["half_open_max_calls"]:
+                self.probes += 1
+                return self.epoch
+            return self.reject("half_open_full", self.delay)
+        if self.state == "open":
+            assert self.opened_at is not None
+            if self.now >= self.opened_at + self.delay:
+                self.enter("half_open")
+                self.events.append(asyncres.CircuitHalfOpened("m"))
+                self.probes = 1
+                return self.epoch
+            return self.reject("circuit_open", self.opened_at + self.delay - self.now)
+        return self.reject("circuit_open", self.delay)
+
+    def finish(self, probe: int, start: float, outcome: str) -> None:
+        live = probe == self.epoch and self.state == "half_open"
+        if outcome in ("cancel", "inner_open"):
+            if live:
+                self.probes -= 1
+            return
+        failed = outcome == "fail"
+        slow = self.c["slow"] and self.now - start > SLOW
+        if live:
+            self.probes -= 1
+            if failed or slow:
+                self.open("probe failed" if failed else "probe was slow")
+            else:
+                self.probe_successes += 1
+                if self.probe_successes >= self.c["success_threshold"]:
+                    self.close()
+            return
+        if self.state not in ("closed", "disabled"):
+            return
+        self.outcomes.append((self.now, failed, slow))
+        self.consecutive = self.consecutive + 1 if failed else 0
+        if self.state != "closed":
+            return
+        threshold = self.c["failure_threshold"]
+        if failed and threshold is not None and self.consecutive >= threshold:
+            self.open(f"{self.consecutive} consecutive failures")
+            return
+        window = self.window()
+        calls = len(window)
+        if calls < self.min_calls:
+            return
+        failures = sum(1 for o in window if o[1])
+        slows = sum(1 for o in window if o[2])
+        if failed and self.rate is not None and failures / calls >= self.rate:
+            self.open(f"failure rate {failures / calls:.2f} >= {self.rate:g} over {calls} calls")
+        elif slow and slows / calls >= self.c["slow_call_rate"]:
+            rate = self.c["slow_call_rate"]
+            self.open(f"slow-call rate {slows / calls:.2f} >= {rate:g} over {calls} calls")
+
+    def isolate(self) -> None:
+        if self.state != "isolated":
+            self.open("isolated", "isolated")
+
+    def disable(self) -> None:
+        if self.state == "disabled":
+            return
+        was = self.state
+        self.enter("disabled")
+        if was != "closed":
+            self.clear()
+        self.opened_at = None
+
+
+CONFIGS = st.fixed_dictionaries(
+    {
+        "window_type": st.sampled_from(["time", "count"]),
+        "window": st.integers(1, 6),
+        "failure_threshold": st.none() | st.integers(1, 4),
+        "failure_rate": st.none() | st.sampled_from([0.25, 0.5, 1.0]),
+        "min_calls": st.integers(1, 5),
+        "slow": st.booleans(),
+        "slow_call_rate": st.sampled_from([0.5, 1.0]),
+        "backoff": st.booleans(),
+        "half_open_max_calls": st.integers(1, 3),
+        "success_threshold": st.integers(1, 3),
+    }
+)
+
+
+class BreakerMachine(RuleBasedStateMachine):
+    """Concurrent calls (both faces), outcomes, time and manual control, checked against Model.
+
+    Calls are coroutines driven by hand on a fake clock: a call "in flight" is suspended
+    inside the protected function, so probes overlap, stragglers outlive openings and
+    cancellations hit calls at any point, with no event loop at all.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inflight: list[tuple[Coroutine[Any, Any, Any], int, float, int]] = []
+        self.current_task = 0
+        self.next_id = 1
+        self.saved_current_task = breaker_module._current_task
+        breaker_module._current_task = lambda: self.current_task
+
+    def teardown(self) -> None:
+        for coro, _, _, task in self.inflight:
+            self.current_task = task
+            coro.close()
+        breaker_module._current_task = self.saved_current_task
+
+    @initialize(config=CONFIGS)
+    def setup(self, config: dict[str, Any]) -> None:
+        self.model = Model(config)
+        self.events: list[asyncres.Event] = []
+        window = TIME_WINDOW if config["window_type"] == "time" else config["window"]
+        self.breaker = asyncres.CircuitBreaker(
+            failure_threshold=config["failure_threshold"],
+            failure_rate=config["failure_rate"],
+            window=window,
+            window_type=config["window_type"],
+            min_calls=config["min_calls"],
+            slow_call_duration=SLOW if config["slow"] else None,
+            slow_call_rate=config["slow_call_rate"],
+            recovery_time=None if config["backoff"] else RECOVERY,
+            recovery_backoff=backoff.Exponential(1.0, 4.0) if config["backoff"] else None,
+            half_open_max_calls=config["half_open_max_calls"],
+            success_threshold=config["success_threshold"],
+            on=OSError,
+            exclude=FileNotFoundError,
+            name="m",
+            listeners=[self.events.append],
+            clock=lambda: self.model.now,
+        )
+
+    def _coroutine(self, face: str) -> Coroutine[Any, Any, Any]:
+        async def body() -> str:
+            outcome = await Suspend()
+            if outcome != "ok":
+                raise ERRORS[outcome]()
+            return "done"
+
+        if face == "call":
+            return self.breaker.call(body)
+
+        async def block() -> str:
+            async with self.breaker:
+                return await body()
+
+        return block()
+
+    def _step(self, coro: Coroutine[Any, Any, Any], task: int, send: str | None) -> str:
+        """Advance a call; say whether it is "suspended", "done", or raised what."""
+        self.current_task = task
+        try:
+            if send == "cancel":
+                coro.throw(FakeCancelled())
+            else:
+                coro.send(send)
+        except StopIteration:
+            return "done"
+        except FakeCancelled:
+            return "cancelled"
+        except asyncres.CircuitOpenError as exc:
+            return f"open:{exc.name}:{exc.retry_after!r}"
+        except Exception as exc:
+            return type(exc).__name__
+        return "suspended"
+
+    @precondition(lambda self: len(self.inflight) < 6)
+    @rule(face=st.sampled_from(["call", "with"]))
+    def start(self, face: str) -> None:
+        task, self.next_id = self.next_id, self.next_id + 1
+        coro = self._coroutine(face)
+        admitted = self.model.admit()
+        result = self._step(coro, task, None)
+        if isinstance(admitted, tuple):
+            reason, retry_after = admitted
+            assert result == f"open:m:{retry_after!r}", (result, admitted)
+        else:
+            assert result == "suspended", result
+            self.inflight.append((coro, admitted, self.model.now, task))
+
+    @precondition(lambda self: self.inflight)
+    @rule(data=st.data(), outcome=st.sampled_from(OUTCOMES))
+    def finish(self, data: st.DataObject, outcome: str) -> None:
+        index = data.draw(st.integers(0, len(self.inflight) - 1))
+        coro, probe, start, task = self.inflight.pop(index)
+        self.model.finish(probe, start, outcome)
+        result = self._step(coro, task, outcome)
+        expected = {
+            "ok": "done",
+            "cancel": "cancelled",
+            "inner_open": f"open:inner:{1.0!r}",
+        }.get(outcome, type(ERRORS.get(outcome, lambda: Exception())()).__name__)
+        assert result == expected, (result, expected)
+
+    @rule(outcome=st.sampled_from(OUTCOMES), face=st.sampled_from(["call", "with"]))
+    def quick_call(self, outcome: str, face: str) -> None:
+        self.start(face)
+        if self.inflight and self.inflight[-1][3] == self.next_id - 1:
+            coro, probe, start, task = self.inflight.pop()
+            self.model.finish(probe, start, outcome)
+            self._step(coro, task, outcome)
+
+    @rule(seconds=st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.5]))
+    def advance(self, seconds: float) -> None:
+        self.model.now += seconds
+
+    @rule()
+    def isolate(self) -> None:
+        self.model.isolate()
+        self.breaker.isolate()
+
+    @rule()
+    def reset(self) -> None:
+        self.model.close()
+        self.breaker.reset()
+
+    @rule()
+    def disable(self) -> None:
+        self.model.disable()
+        self.breaker.disable()
+
+    @invariant()
+    def agrees_with_the_model(self) -> None:
+        if not hasattr(self, "model"):
+            return
+        model = self.model
+        stats = self.breaker.statistics()
+        window = model.window()
+        if model.state == "open":
+            assert model.opened_at is not None
+            retry_after: float | None = max(0.0, model.opened_at + model.delay - model.now)
+        elif model.state in ("half_open", "isolated"):
+            retry_after = model.delay
+        else:
+            retry_after = None
+        expected = asyncres.CircuitBreakerStatistics(
+            state=CircuitState(model.state),
+            calls=len(window),
+            failures=sum(1 for o in window if o[1]),
+            slow_calls=sum(1 for o in window if o[2]),
+            failure_rate=stats.failure_rate,
+            slow_call_rate=stats.slow_call_rate,
+            consecutive_failures=model.consecutive,
+            opened_at=model.opened_at,
+            retry_after=retry_after,
+            probes_in_flight=model.probes,
+            rejected=model.rejected,
+            times_opened=model.times_opened,
+        )
+        assert stats == expected
+        assert self.events == model.events
+
+
+TestBreakerMachine = BreakerMachine.TestCase
+TestBreakerMachine.settings = settings(
+    max_examples=300, stateful_step_count=40, deadline=None, suppress_health_check=list(HealthCheck)
+)

@@ -5,6 +5,9 @@ the core) circuit breakers, bulkheads, hedging and fallbacks, as small composabl
 """
 
 from . import backoff as backoff
+from ._breaker import CircuitBreaker as CircuitBreaker
+from ._breaker import CircuitBreakerStatistics as CircuitBreakerStatistics
+from ._breaker import CircuitState as CircuitState
 from ._budget import RetryBudget as RetryBudget
 from ._budget import RetryBudgetStatistics as RetryBudgetStatistics
 from ._deadline import DeadlineScope as DeadlineScope
@@ -43,10 +46,13 @@ __all__ = [
     "Attempt",
     "BulkheadFullError",
     "CallRejected",
+    "CircuitBreaker",
+    "CircuitBreakerStatistics",
     "CircuitClosed",
     "CircuitHalfOpened",
     "CircuitOpenError",
     "CircuitOpened",
+    "CircuitState",
     "DeadlineScope",
     "Event",
     "FallbackUsed",

@@ -78,10 +78,11 @@ class RetryableStatusError(Exception):
 
     __module__ = "asyncres.httpx"
 
-    def __init__(self, response: Any, retry_after: float | None) -> None:
+    def __init__(self, response: Any, retry_after: float | None, url: object = None) -> None:
         self.response = response
         self.retry_after = retry_after
-        super().__init__(f"HTTP {response.status_code} from {response.request.url}")
+        where = f" from {url}" if url is not None else ""
+        super().__init__(f"HTTP {response.status_code}{where}")
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -438,12 +439,17 @@ class _RequestContext:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         if retry_after is not None and retry_after > max_retry_after:
             retry_after = max_retry_after
-        failure = RetryableStatusError(response, retry_after)
+        failure = RetryableStatusError(response, retry_after, request.url)
         retryable = self.replayable and self.idempotent and status in retry_statuses
         setattr(failure, _MARK, retryable)
         if retryable:
-            # The next attempt replaces this response: free its connection now.
-            await response.aclose()
+            # Read the (small) error body and release the connection now, before any wait:
+            # the response stays readable should it be the last one, returned to the caller.
+            try:
+                await response.aread()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
         raise failure
 
     async def _buffered(self, response: Any) -> Any:

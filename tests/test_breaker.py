@@ -750,14 +750,22 @@ async def test_force_open_opens_as_if_tripped_and_recovers_on_its_own() -> None:
 
 async def test_force_half_open_makes_the_next_call_a_probe() -> None:
     """force_half_open admits probes at once; a failed probe re-opens the circuit."""
-    breaker = asyncres.CircuitBreaker(recovery_time=10.0)
-    force_half_open(breaker)
-    assert breaker.state is CircuitState.HALF_OPEN
-    await fail(breaker, 1)
-    assert breaker.state is CircuitState.OPEN
-    force_half_open(breaker)
-    await succeed(breaker, 1)
+    breaker = asyncres.CircuitBreaker(recovery_backoff=backoff.Exponential(1.0, 8.0))
+    with capture_events() as events:
+        force_half_open(breaker)
+        assert breaker.state is CircuitState.HALF_OPEN
+        await fail(breaker, 1)
+        assert breaker.state is CircuitState.OPEN
+        force_half_open(breaker)  # keeps the opening's recovery time
+        assert breaker.statistics().retry_after == 2.0
+        await succeed(breaker, 1)
     assert breaker.state is CircuitState.CLOSED
+    assert kinds(events) == [
+        "CircuitHalfOpened",
+        "CircuitOpened",
+        "CircuitHalfOpened",
+        "CircuitClosed",
+    ]
 
 
 async def test_force_closed_closes_and_clears() -> None:

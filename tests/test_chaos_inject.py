@@ -289,3 +289,23 @@ def test_reprs_are_readable() -> None:
         "InjectLatency(0.2, jitter=0.05, rate=1.0, enabled=False, name='db')"
     )
     assert repr(InjectResult(None)) == "InjectResult(None, rate=1.0)"
+
+
+async def test_the_decorator_injects_like_call() -> None:
+    """The decorator face has its own fast path; it counts and injects the same way."""
+    fault = InjectResult("fake", rate=0.5, seed=9)
+    twin = InjectResult("fake", rate=0.5, seed=9)
+    fn = Calls()
+    decorated = fault(fn)
+    via_decorator = [await decorated() for _ in range(100)]
+    via_call = [await twin.call(fn) for _ in range(100)]
+    assert via_decorator == via_call
+    assert fault.statistics() == twin.statistics()
+
+
+async def test_assigning_a_new_generator_reseeds() -> None:
+    """Setting `rng` replaces the generator the draws come from."""
+    fault = InjectResult("fake", rate=0.5, seed=1)
+    first = [await fault.call(Calls()) for _ in range(50)]
+    fault.rng = random.Random(1)
+    assert [await fault.call(Calls()) for _ in range(50)] == first

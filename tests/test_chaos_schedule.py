@@ -393,3 +393,40 @@ def test_from_dict_accepts_custom_makers_and_dotted_exception_names() -> None:
                 ]
             }
         )
+
+
+async def test_restarting_forgets_the_phase_found_last() -> None:
+    """start() again begins a new run from the first phase, announced again."""
+    schedule = Schedule(
+        [Phase("calm", seconds=1), Phase("storm", seconds=1, faults=[InjectResult("x")])]
+    )
+    with capture_events() as events:
+        assert await schedule.call(real) == "real"
+        await anyio.sleep(1.5)
+        assert await schedule.call(real) == "x"
+        schedule.start()
+        assert await schedule.call(real) == "real"
+    phases = [e.phase for e in events if isinstance(e, PhaseStarted)]
+    assert phases == ["calm", "storm", "calm"]
+
+
+async def test_a_schedule_started_in_the_future_is_quiet_until_then() -> None:
+    """start(at=later): calls before that moment meet no fault."""
+    schedule = Schedule([Phase("storm", seconds=1, faults=[InjectResult("x")])])
+    schedule.start(at=anyio.current_time() + 5)
+    assert await schedule.call(real) == "real"
+    assert schedule.current() is None
+    await anyio.sleep(5.5)
+    assert await schedule.call(real) == "x"
+    await anyio.sleep(1)
+    assert await schedule.call(real) == "real"
+
+
+async def test_several_policies_in_one_phase_run_in_list_order() -> None:
+    """A phase with two policies wraps them like a Pipeline, first outermost."""
+    schedule = Schedule(
+        [Phase("both", seconds=10, faults=[InjectLatency(1.0), InjectResult("late")])]
+    )
+    start = anyio.current_time()
+    assert await schedule.call(real) == "late"
+    assert anyio.current_time() - start == pytest.approx(1.0)

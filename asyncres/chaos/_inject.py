@@ -9,8 +9,9 @@ its own random generator (``seed=`` or ``rng=``) so that a run can be replayed.
 from __future__ import annotations
 
 import copy
+import functools
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -74,7 +75,16 @@ def check_bool(name: str, value: object) -> bool:
 class _Injection(PolicyFaces):
     """Rate, switch, generator, statistics and events shared by the injection policies."""
 
-    __slots__ = ("_calls", "_enabled", "_injected", "_listeners", "_random", "_rate", "name", "rng")
+    __slots__ = (
+        "_calls",
+        "_enabled",
+        "_injected",
+        "_listeners",
+        "_random",
+        "_rate",
+        "_rng",
+        "name",
+    )
 
     _kind = ""
 
@@ -90,12 +100,22 @@ class _Injection(PolicyFaces):
     ) -> None:
         self._rate = _validation.ratio("rate", rate)
         self._enabled = check_bool("enabled", enabled)
-        self.rng = make_rng(seed, rng)
-        self._random = self.rng.random
+        self._rng = make_rng(seed, rng)
+        self._random = self._rng.random
         self.name = name
         self._listeners = tuple(listeners)
         self._calls = 0
         self._injected = 0
+
+    @property
+    def rng(self) -> random.Random:
+        """The generator that decides which calls get the fault; settable (to reseed)."""
+        return self._rng
+
+    @rng.setter
+    def rng(self, value: random.Random) -> None:
+        self._rng = make_rng(None, value)
+        self._random = self._rng.random
 
     @property
     def rate(self) -> float:
@@ -136,6 +156,22 @@ class _Injection(PolicyFaces):
                 self._injected += 1
                 return cast(T, await self._inject(fn, args, kwargs))
         return await fn(*args, **kwargs)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate an async function: each call may get the fault."""
+        inject = self._inject
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            if self._enabled:
+                self._calls += 1
+                rate = self._rate
+                if rate >= 1.0 or self._random() < rate:
+                    self._injected += 1
+                    return cast(T, await inject(fn, args, kwargs))
+            return await fn(*args, **kwargs)
+
+        return wrapper
 
     async def _inject(
         self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -298,7 +334,7 @@ class InjectLatency(_Injection):
     def delay(self) -> float:
         """Draw the next delay in seconds (never negative)."""
         seconds = self.seconds
-        rng = self.rng
+        rng = self._rng
         delay = float(seconds(rng)) if callable(seconds) else seconds
         if self._jitter:
             delay += rng.uniform(-self._jitter, self._jitter)

@@ -28,7 +28,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .. import _validation
-from .._clock import current_time
+from .._clock import current_time, resolve_clock
 from .._events import Listener, emit
 from .._pipeline import Pipeline
 from .._policy import Policy, PolicyFaces
@@ -104,7 +104,7 @@ class Phase:
     last forever (``seconds=math.inf``).
     """
 
-    __slots__ = ("_chain", "_switches", "faults", "name", "seconds")
+    __slots__ = ("_call", "_switches", "faults", "name", "seconds")
 
     __module__ = "asyncres.chaos"
 
@@ -127,7 +127,12 @@ class Phase:
                 policies.append(fault)  # type: ignore[arg-type]
             if is_switch:
                 switches.append(fault)
-        self._chain: Pipeline | None = Pipeline(*policies) if policies else None
+        # One policy with a call() is used directly (no pipeline walk): the common case.
+        self._call: Callable[..., Awaitable[Any]] | None = None
+        if len(policies) == 1 and callable(getattr(policies[0], "call", None)):
+            self._call = policies[0].call  # type: ignore[attr-defined]
+        elif policies:
+            self._call = Pipeline(*policies).call
         self._switches = tuple(switches)
 
     def __repr__(self) -> str:
@@ -168,12 +173,16 @@ class Schedule(PolicyFaces):
 
     __slots__ = (
         "_announced",
+        "_clock",
         "_ends",
         "_listeners",
         "_origin",
         "_starts",
         "_switches",
         "_total",
+        "_window_call",
+        "_window_end",
+        "_window_start",
         "name",
         "phases",
         "repeat",
@@ -217,6 +226,8 @@ class Schedule(PolicyFaces):
         self._listeners = tuple(listeners)
         self._origin: float | None = None
         self._announced: tuple[int, int] | None = None
+        self._clock: Callable[[], float] = current_time
+        self._forget_window()
 
     def __repr__(self) -> str:
         repeat = ", repeat=True" if self.repeat else ""
@@ -243,8 +254,16 @@ class Schedule(PolicyFaces):
 
         Several schedules started with the same ``at`` stay in step.
         """
-        self._origin = current_time() if at is None else float(at)
+        self._clock = resolve_clock()
+        self._origin = self._clock() if at is None else float(at)
         self._announced = None
+        self._forget_window()
+
+    def _forget_window(self) -> None:
+        # The loop-time window in which the phase found last is still in force.
+        self._window_start = math.inf
+        self._window_end = -math.inf
+        self._window_call: Callable[..., Awaitable[Any]] | None = None
 
     def elapsed(self) -> float:
         """Seconds since the schedule started (0 before it has)."""
@@ -285,20 +304,38 @@ class Schedule(PolicyFaces):
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` through the current phase's injection policies."""
-        origin = self._origin
-        if origin is None:
+        now = self._clock()
+        if self._window_start <= now < self._window_end:
+            call = self._window_call
+        else:
+            call = self._enter_window(now)
+        if call is None:
+            return await fn(*args, **kwargs)
+        result: T = await call(fn, *args, **kwargs)
+        return result
+
+    def _enter_window(self, now: float) -> Callable[..., Awaitable[Any]] | None:
+        """Find the phase at loop time ``now``, announce it, and remember its time window."""
+        if self._origin is None:
             self.start()
-            origin = self._origin
-            assert origin is not None
-        located = self._locate(current_time() - origin)
+            now = self._clock()
+        origin = self._origin
+        assert origin is not None
+        located = self._locate(now - origin)
         if located is None:
-            return await fn(*args, **kwargs)
-        if located != self._announced:
-            self._announce(located)
-        chain = self.phases[located[1]]._chain
-        if chain is None:
-            return await fn(*args, **kwargs)
-        return await chain.call(fn, *args, **kwargs)
+            if now < origin:
+                self._window_start, self._window_end = -math.inf, origin
+            else:
+                self._window_start, self._window_end = origin + self._total, math.inf
+            self._window_call = None
+            return None
+        rounds, index = located
+        offset = origin + rounds * self._total
+        self._window_start = offset + self._starts[index]
+        self._window_end = offset + self._ends[index]
+        self._window_call = self.phases[index]._call
+        self._announce(located)
+        return self._window_call
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Switch the schedule's switchable faults phase by phase; return after the last.

@@ -336,6 +336,36 @@ async def test_down_refuses_new_and_drops_open_connections(http_server: RunningS
             assert (await client.get("/ok")).status_code == 200
 
 
+async def test_disconnect_closes_or_resets_open_connections_only() -> None:
+    """disconnect() drops open connections (reset=True with an RST) and keeps listening."""
+    with anyio.fail_after(10):
+        async with tcp_server() as upstream, FaultProxy(upstream=upstream) as proxy:
+            async with await anyio.connect_tcp(*proxy.address) as first:
+                await round_trip(first)
+                proxy.disconnect()
+                assert await read_all(first) == b""
+            async with await anyio.connect_tcp(*proxy.address) as second:
+                await round_trip(second)
+                proxy.disconnect(reset=True)
+                with pytest.raises(anyio.BrokenResourceError) as info:
+                    await read_all(second)
+            assert caused_by(info.value, ConnectionResetError)
+            async with await anyio.connect_tcp(*proxy.address) as third:
+                await round_trip(third)
+
+
+async def test_a_proxy_can_start_down() -> None:
+    """enabled=False at the start: the address is known, connections refused until enabled."""
+    with anyio.fail_after(10):
+        async with tcp_server() as upstream, FaultProxy(upstream=upstream, enabled=False) as p:
+            assert p.outage.enabled
+            with pytest.raises(OSError):
+                await anyio.connect_tcp(*p.address)
+            p.enabled = True
+            async with await anyio.connect_tcp(*p.address) as stream:
+                await round_trip(stream)
+
+
 async def test_a_schedule_drives_an_outage_and_a_latency_spike(
     http_server: RunningServer,
 ) -> None:

@@ -125,6 +125,34 @@ async def test_body_latency_stalls_the_body_not_the_headers() -> None:
     assert body_at == pytest.approx(2.0)
 
 
+async def test_body_latency_can_stall_in_the_middle_of_the_body() -> None:
+    """after=N: the first N body bytes arrive at once, the rest `seconds` later."""
+    async with client(Backend(), HttpLatencyFault(3.0, where="body", after=30)) as c:
+        start = anyio.current_time()
+        async with c.stream("GET", "/") as response:
+            pieces = [
+                (round(anyio.current_time() - start, 6), chunk)
+                async for chunk in response.aiter_raw()
+            ]
+    assert pieces == [(0.0, BODY[:30]), (3.0, BODY[30:])]
+    with pytest.raises(ValueError, match="`after` applies to where='body' only"):
+        HttpLatencyFault(1.0, after=10)
+
+
+async def test_a_stall_and_a_truncation_combine() -> None:
+    """A body can stall after 10 bytes and then be cut after 40."""
+    faults = (HttpLatencyFault(1.0, where="body", after=10), HttpTruncateFault(after=40))
+    async with client(Backend(), *faults) as c:
+        start = anyio.current_time()
+        async with c.stream("GET", "/") as response:
+            got = b""
+            with pytest.raises(httpx.RemoteProtocolError, match="received 40 bytes"):
+                async for chunk in response.aiter_raw():
+                    got += chunk
+    assert got == BODY[:40]
+    assert anyio.current_time() - start == pytest.approx(1.0)
+
+
 async def test_body_latency_trips_a_read_timeout() -> None:
     """A stalled body makes httpx's own read timeout fire, as a real slow body would."""
     async with client(Backend(), HttpLatencyFault(5.0, where="body")) as c:
@@ -314,8 +342,8 @@ def test_reprs() -> None:
     assert repr(HttpStatusFault(503, retry_after=1, rate=0.1)) == (
         "HttpStatusFault(503, retry_after=1.0, rate=0.1)"
     )
-    assert repr(HttpLatencyFault(0.2, where="body")) == (
-        "HttpLatencyFault(0.2, where='body', rate=1.0)"
+    assert repr(HttpLatencyFault(0.2, where="body", after=5)) == (
+        "HttpLatencyFault(0.2, where='body', after=5, rate=1.0)"
     )
     assert repr(HttpDisconnectFault(when="read", enabled=False)) == (
         "HttpDisconnectFault(when='read', rate=1.0, enabled=False)"

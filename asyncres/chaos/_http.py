@@ -170,13 +170,14 @@ class HttpLatencyFault(HttpFault):
 
     ``where="headers"`` (default): the request reaches the server, which answers; the
     client gets the response ``seconds`` later (a slow server: work done, time lost).
-    ``where="body"``: headers arrive on time, the body stalls ``seconds`` before its first
-    byte (a read timeout, not a connect or first-byte timeout, catches it). ``seconds``
+    ``where="body"``: headers arrive on time, the body stalls ``seconds`` after its first
+    ``after`` bytes (default 0: before its first byte); a read timeout, not a connect or
+    first-byte timeout, catches it. A body no longer than ``after`` is not held. ``seconds``
     is a number or a distribution drawn from the transport's generator; ``jitter`` adds
     ``uniform(-jitter, +jitter)``.
     """
 
-    __slots__ = ("jitter", "seconds", "where")
+    __slots__ = ("after", "jitter", "seconds", "where")
 
     __module__ = "asyncres.chaos"
 
@@ -189,6 +190,7 @@ class HttpLatencyFault(HttpFault):
         *,
         jitter: float = 0.0,
         where: Literal["headers", "body"] = "headers",
+        after: int = 0,
         rate: float = 1.0,
         enabled: bool = True,
         match: Callable[[httpx.Request], bool] | None = None,
@@ -202,6 +204,9 @@ class HttpLatencyFault(HttpFault):
         if where not in ("headers", "body"):
             raise ValueError(f"`where` must be 'headers' or 'body', got {where!r}")
         self.where = where
+        self.after = _validation.count("after", after, minimum=0)
+        if self.after and where != "body":
+            raise ValueError("`after` applies to where='body' only")
 
     def _describe(self) -> list[str]:
         seconds = self.seconds
@@ -209,6 +214,8 @@ class HttpLatencyFault(HttpFault):
         if self.jitter:
             parts.append(f"jitter={self.jitter!r}")
         parts.append(f"where={self.where!r}")
+        if self.after:
+            parts.append(f"after={self.after!r}")
         return parts
 
     def delay(self, rng: random.Random) -> float:

@@ -424,7 +424,8 @@ class _Link:
         self.upstream: SocketStream | None = None
         self.scope = anyio.CancelScope()
         self.task_group: TaskGroup | None = None
-        self._states: dict[int, _ToxicState] = {}
+        # Keyed by the toxic itself (not its id): a removed toxic's id may be reused.
+        self._states: dict[Toxic, _ToxicState] = {}
         self._active: dict[str, tuple[Toxic, ...]] = {"upstream": (), "downstream": ()}
         self._changed = anyio.Event()
 
@@ -450,19 +451,19 @@ class _Link:
     def refresh(self) -> None:
         """Re-read the proxy's toxics: draw new or changed ones, start their timers."""
         rng = self.proxy.rng
-        states: dict[int, _ToxicState] = {}
+        states: dict[Toxic, _ToxicState] = {}
         upstream: list[Toxic] = []
         downstream: list[Toxic] = []
         for toxic in self.proxy._toxics:
             if not toxic.enabled:
                 continue
-            state = self._states.get(id(toxic))
+            state = self._states.get(toxic)
             if state is None or state.version != toxic._version:
                 applies = toxic.toxicity >= 1.0 or rng.random() < toxic.toxicity
                 state = _ToxicState(toxic._version, applies)
                 if applies and isinstance(toxic, TimeoutToxic | ResetPeerToxic):
                     self._start_timer(toxic, state)
-            states[id(toxic)] = state
+            states[toxic] = state
             if state.applies:
                 if toxic.direction != "downstream":
                     upstream.append(toxic)
@@ -481,7 +482,7 @@ class _Link:
 
     async def _timer(self, toxic: TimeoutToxic | ResetPeerToxic, state: _ToxicState) -> None:
         await anyio.sleep(toxic.timeout)
-        if self._states.get(id(toxic)) is not state:
+        if self._states.get(toxic) is not state:
             return  # removed, disabled or changed meanwhile
         if isinstance(toxic, ResetPeerToxic):
             self.reset(toxic.direction)
@@ -511,6 +512,7 @@ class _Link:
                     task_group.start_soon(self._write, up_receive, self.upstream, "upstream")
                     task_group.start_soon(self._read, self.upstream, down_send)
                     task_group.start_soon(self._write, down_receive, self.client, "downstream")
+                self.task_group = None  # no timers once the pumps have stopped
 
     async def _read(self, source: SocketStream, queue: MemoryObjectSendStream[_Chunk]) -> None:
         async with queue:
@@ -586,7 +588,7 @@ class _Link:
             keep_open = True
             for toxic in active:
                 if isinstance(toxic, LimitDataToxic):
-                    state = self._states[id(toxic)]
+                    state = self._states[toxic]
                     room = toxic.bytes - state.count[direction]
                     if len(piece) >= room:
                         piece = piece[: max(room, 0)]
@@ -606,7 +608,7 @@ class _Link:
     async def _paced_send(
         self, data: bytes, target: SocketStream, direction: str, toxic: BandwidthToxic
     ) -> None:
-        state = self._states[id(toxic)]
+        state = self._states[toxic]
         rate = toxic.bytes_per_second
         step = max(1, int(rate * _PACING_SECONDS))
         for start in range(0, len(data), step):

@@ -173,6 +173,7 @@ class ChaosTransport(httpx.AsyncBaseTransport):
                     raise _disconnect_error(module, fault.when)
             delay = 0.0
             body_delay = 0.0
+            stall_at: int | None = None
             truncate: HttpTruncateFault | None = None
             for fault in fired:
                 if isinstance(fault, HttpLatencyFault):
@@ -182,6 +183,7 @@ class ChaosTransport(httpx.AsyncBaseTransport):
                         delay += seconds
                     else:
                         body_delay += seconds
+                        stall_at = fault.after if stall_at is None else min(stall_at, fault.after)
                 elif isinstance(fault, HttpTruncateFault) and truncate is None:
                     self._emit(fault, fault.after)
                     truncate = fault
@@ -205,6 +207,7 @@ class ChaosTransport(httpx.AsyncBaseTransport):
             response.stream,
             module,
             body_delay,
+            stall_at or 0,
             None if truncate is None else truncate.after,
             truncate is not None and truncate.error,
             expected,
@@ -248,15 +251,16 @@ def _stream_class(module: ModuleType) -> type[Any]:
 
 
 class _ChaosStream:
-    """A response body that stalls before its first byte and/or stops after N bytes."""
+    """A response body that stalls once (before byte ``stall_at``) and/or stops after N bytes."""
 
-    __slots__ = ("_after", "_delay", "_error", "_expected", "_inner", "_module")
+    __slots__ = ("_after", "_delay", "_error", "_expected", "_inner", "_module", "_stall_at")
 
     def __init__(
         self,
         inner: Any,
         module: ModuleType,
         delay: float,
+        stall_at: int,
         after: int | None,
         error: bool,
         expected: str | None,
@@ -264,14 +268,17 @@ class _ChaosStream:
         self._inner = inner
         self._module = module
         self._delay = delay
+        self._stall_at = stall_at
         self._after = after
         self._error = error
         self._expected = expected
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._delay:
-            await anyio.sleep(self._delay)
-        after = self._after
+        delay, stall_at, after = self._delay, self._stall_at, self._after
+        stalled = not delay
+        if not stalled and stall_at == 0:
+            await anyio.sleep(delay)
+            stalled = True
         received = 0
         cut = False
         # The inner body is always read to its end: leaving httpcore's generators half-way
@@ -280,13 +287,19 @@ class _ChaosStream:
             if cut:
                 continue
             if after is not None and received + len(chunk) > after:
-                if after > received:
-                    yield chunk[: after - received]
-                received = after
+                chunk = chunk[: after - received]
                 cut = True
-                continue
-            received += len(chunk)
-            yield chunk
+            if not stalled and received + len(chunk) > stall_at:
+                head = chunk[: stall_at - received]
+                if head:
+                    received += len(head)
+                    yield head
+                await anyio.sleep(delay)
+                stalled = True
+                chunk = chunk[len(head) :]
+            if chunk:
+                received += len(chunk)
+                yield chunk
         if cut and self._error:
             expected = self._expected
             detail = (

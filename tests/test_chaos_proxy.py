@@ -161,7 +161,7 @@ async def test_latency_jitter_stays_within_its_band() -> None:
             assert proxy.toxics == (toxic,)
             async with await anyio.connect_tcp(*proxy.address) as stream:
                 delays = [await round_trip(stream) for _ in range(8)]
-    assert all(0.03 <= d < 0.09 + 0.05 for d in delays), delays
+    assert all(0.03 <= d < 0.09 + 0.1 for d in delays), delays
     assert max(delays) - min(delays) > 0.01
 
 
@@ -179,7 +179,7 @@ async def test_latency_keeps_the_throughput_of_a_stream() -> None:
                 while got < 20_000:
                     got += len(await stream.receive())
                 elapsed = time.perf_counter() - start
-    assert 0.05 <= elapsed < 0.1 + 0.05 + 0.1  # not 20 x 50 ms
+    assert 0.05 <= elapsed < 0.6  # not 20 x 50 ms = 1 s
 
 
 async def test_bandwidth_caps_the_throughput(http_server: RunningServer) -> None:
@@ -192,7 +192,7 @@ async def test_bandwidth_caps_the_throughput(http_server: RunningServer) -> None
             response = await client.get("/bytes", params={"n": 200_000})
             elapsed = time.perf_counter() - start
     assert response.content == pattern(200_000)
-    assert 0.17 <= elapsed < 0.4, elapsed
+    assert 0.17 <= elapsed < 0.6, elapsed
 
 
 async def test_reset_peer_resets_the_client_connection(http_server: RunningServer) -> None:
@@ -301,15 +301,15 @@ async def test_slow_close_delays_the_end_of_the_stream() -> None:
 
     with anyio.fail_after(10):
         async with tcp_server(say_bye) as upstream, FaultProxy(upstream=upstream) as proxy:
-            proxy.add(SlowCloseToxic(0.15))
+            proxy.add(SlowCloseToxic(0.2))
             async with await anyio.connect_tcp(*proxy.address) as stream:
                 start = time.perf_counter()
                 assert await stream.receive() == b"bye"
                 data_at = time.perf_counter() - start
                 assert await read_all(stream) == b""
                 closed_at = time.perf_counter() - start
-    assert data_at < 0.1
-    assert 0.15 <= closed_at < 0.4
+    assert data_at < 0.15
+    assert 0.2 <= closed_at < 0.6
 
 
 async def test_down_refuses_new_and_drops_open_connections(http_server: RunningServer) -> None:

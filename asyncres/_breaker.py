@@ -686,7 +686,7 @@ class CircuitBreaker(PolicyFaces):
         if state is not _CLOSED and state is not _DISABLED:
             return  # admitted before the circuit opened: its outcome is stale
         if now is None:
-            if not failed:
+            if not failed and self._gate:
                 left = self._left - 1
                 if left > 0:
                     self._left = left
@@ -885,9 +885,9 @@ class CircuitBreaker(PolicyFaces):
             self._to_open(self._now_or_none(), "forced", _OPEN, retry_after)
         elif state is _HALF_OPEN:
             if self._state is not _HALF_OPEN:
-                if self._opened_at is None:
+                if self._state is not _OPEN:  # as if it had opened and recovered just now
                     self._opened_at = self._now_or_none()
-                self._delay = self._next_delay()
+                    self._delay = self._next_delay()
                 self._to_half_open()
         else:  # pragma: no cover - the helpers only force the three automatic states
             raise ValueError(f"cannot force {state!r}")

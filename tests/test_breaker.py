@@ -750,14 +750,22 @@ async def test_force_open_opens_as_if_tripped_and_recovers_on_its_own() -> None:
 
 async def test_force_half_open_makes_the_next_call_a_probe() -> None:
     """force_half_open admits probes at once; a failed probe re-opens the circuit."""
-    breaker = asyncres.CircuitBreaker(recovery_time=10.0)
-    force_half_open(breaker)
-    assert breaker.state is CircuitState.HALF_OPEN
-    await fail(breaker, 1)
-    assert breaker.state is CircuitState.OPEN
-    force_half_open(breaker)
-    await succeed(breaker, 1)
+    breaker = asyncres.CircuitBreaker(recovery_backoff=backoff.Exponential(1.0, 8.0))
+    with capture_events() as events:
+        force_half_open(breaker)
+        assert breaker.state is CircuitState.HALF_OPEN
+        await fail(breaker, 1)
+        assert breaker.state is CircuitState.OPEN
+        force_half_open(breaker)  # keeps the opening's recovery time
+        assert breaker.statistics().retry_after == 2.0
+        await succeed(breaker, 1)
     assert breaker.state is CircuitState.CLOSED
+    assert kinds(events) == [
+        "CircuitHalfOpened",
+        "CircuitOpened",
+        "CircuitHalfOpened",
+        "CircuitClosed",
+    ]
 
 
 async def test_force_closed_closes_and_clears() -> None:
@@ -805,6 +813,8 @@ ERRORS: dict[str, Callable[[], Exception]] = {
     "inner_open": lambda: asyncres.CircuitOpenError("inner", retry_after=1.0),  # nothing
 }
 OUTCOMES = ["ok", "fail", "excluded", "unmatched", "inner_open", "cancel"]
+# Weighted towards failures, so that the breaker trips, probes and re-opens often.
+DRAWN_OUTCOMES = st.sampled_from([*OUTCOMES, "ok", "fail", "fail", "fail"])
 TIME_WINDOW = 5.0  # 10 buckets of 0.5 s; every clock step is a multiple of 0.25 s
 SLOW = 1.0
 RECOVERY = 2.0
@@ -1056,14 +1066,14 @@ class BreakerMachine(RuleBasedStateMachine):
         admitted = self.model.admit()
         result = self._step(coro, task, None)
         if isinstance(admitted, tuple):
-            reason, retry_after = admitted
+            _reason, retry_after = admitted
             assert result == f"open:m:{retry_after!r}", (result, admitted)
         else:
             assert result == "suspended", result
             self.inflight.append((coro, admitted, self.model.now, task))
 
     @precondition(lambda self: self.inflight)
-    @rule(data=st.data(), outcome=st.sampled_from(OUTCOMES))
+    @rule(data=st.data(), outcome=DRAWN_OUTCOMES)
     def finish(self, data: st.DataObject, outcome: str) -> None:
         index = data.draw(st.integers(0, len(self.inflight) - 1))
         coro, probe, start, task = self.inflight.pop(index)
@@ -1076,8 +1086,13 @@ class BreakerMachine(RuleBasedStateMachine):
         }.get(outcome, type(ERRORS.get(outcome, lambda: Exception())()).__name__)
         assert result == expected, (result, expected)
 
-    @rule(outcome=st.sampled_from(OUTCOMES), face=st.sampled_from(["call", "with"]))
-    def quick_call(self, outcome: str, face: str) -> None:
+    @rule(
+        outcome=DRAWN_OUTCOMES,
+        face=st.sampled_from(["call", "with"]),
+        after=st.sampled_from([0.0, 0.0, 0.0, 0.25, 1.0, 2.0]),
+    )
+    def quick_call(self, outcome: str, face: str, after: float) -> None:
+        self.model.now += after
         self.start(face)
         if self.inflight and self.inflight[-1][3] == self.next_id - 1:
             coro, probe, start, task = self.inflight.pop()
@@ -1088,20 +1103,17 @@ class BreakerMachine(RuleBasedStateMachine):
     def advance(self, seconds: float) -> None:
         self.model.now += seconds
 
-    @rule()
-    def isolate(self) -> None:
-        self.model.isolate()
-        self.breaker.isolate()
-
-    @rule()
-    def reset(self) -> None:
-        self.model.close()
-        self.breaker.reset()
-
-    @rule()
-    def disable(self) -> None:
-        self.model.disable()
-        self.breaker.disable()
+    @rule(action=st.sampled_from(["isolate", "reset", "disable", "none", "none", "none"]))
+    def manual(self, action: str) -> None:
+        if action == "none":
+            return
+        if action == "isolate":
+            self.model.isolate()
+        elif action == "reset":
+            self.model.close()
+        else:
+            self.model.disable()
+        getattr(self.breaker, action)()
 
     @invariant()
     def agrees_with_the_model(self) -> None:
@@ -1137,5 +1149,5 @@ class BreakerMachine(RuleBasedStateMachine):
 
 TestBreakerMachine = BreakerMachine.TestCase
 TestBreakerMachine.settings = settings(
-    max_examples=300, stateful_step_count=40, deadline=None, suppress_health_check=list(HealthCheck)
+    max_examples=300, stateful_step_count=50, deadline=None, suppress_health_check=list(HealthCheck)
 )

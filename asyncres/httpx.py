@@ -38,9 +38,10 @@ from ._backoff import Backoff, FullJitter
 from ._breaker import CircuitBreaker
 from ._budget import RetryBudget
 from ._bulkhead import Bulkhead
-from ._deadline import DeadlineScope, remaining
+from ._deadline import AdvisoryDeadline, DeadlineScope, remaining
 from ._events import Listener
 from ._exceptions import TimeoutExceededError
+from ._hedge import Hedge
 from ._policy import Policy
 from ._retry import Retry
 
@@ -120,6 +121,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
+_DEFAULT_BACKOFF = FullJitter(base=0.5, cap=10.0)
+
+
 def _default_breaker(host: str) -> CircuitBreaker:
     return CircuitBreaker(
         failure_rate=0.5,
@@ -148,10 +152,8 @@ class HttpPolicy:
     total_timeout: float | None = 30.0
     attempt_timeout: float | None = 10.0
     attempts: int = 3
-    backoff: Backoff = FullJitter(base=0.5, cap=10.0)
-    budget: Callable[[str], RetryBudget | None] | None = field(
-        default=lambda host: RetryBudget()
-    )
+    backoff: Backoff = _DEFAULT_BACKOFF
+    budget: Callable[[str], RetryBudget | None] | None = field(default=lambda host: RetryBudget())
     breaker: Callable[[str], CircuitBreaker] | None = _default_breaker
     bulkhead: Callable[[str], Bulkhead] | None = _default_bulkhead
     retry_statuses: frozenset[int] = RETRY_STATUSES
@@ -193,8 +195,8 @@ def standard_policy(
     attempts: int = 3,
     backoff: Backoff | None = None,
     budget: Callable[[str], RetryBudget | None] | None = None,
-    breaker: Callable[[str], CircuitBreaker] | None | bool = True,
-    bulkhead: Callable[[str], Bulkhead] | None | bool = True,
+    breaker: Callable[[str], CircuitBreaker] | bool | None = True,
+    bulkhead: Callable[[str], Bulkhead] | bool | None = True,
     retry_statuses: Iterable[int] = RETRY_STATUSES,
     failure_statuses: Iterable[int] | None = None,
     max_retry_after: float = 60.0,
@@ -212,7 +214,7 @@ def standard_policy(
         total_timeout=total_timeout,
         attempt_timeout=attempt_timeout,
         attempts=attempts,
-        backoff=backoff if backoff is not None else FullJitter(base=0.5, cap=10.0),
+        backoff=backoff if backoff is not None else _DEFAULT_BACKOFF,
         budget=budget if budget is not None else (lambda host: RetryBudget()),
         breaker=_default_breaker if breaker is True else (breaker or None),
         bulkhead=_default_bulkhead if bulkhead is True else (bulkhead or None),
@@ -231,9 +233,14 @@ def standard_policy(
 class _Host:
     """Per-host state: the layers that keep state between requests."""
 
-    __slots__ = ("breaker", "bulkhead", "retry")
+    __slots__ = ("breaker", "bulkhead", "hedge", "retry")
 
     def __init__(self, key: str, policy: HttpPolicy, retryable: Callable[[Exception], bool]):
+        self.hedge = (
+            Hedge(delay=policy.hedge_delay, on=retryable, name=f"http {key}")
+            if policy.hedge_delay is not None
+            else None
+        )
         self.breaker = policy.breaker(key) if policy.breaker is not None else None
         self.bulkhead = policy.bulkhead(key) if policy.bulkhead is not None else None
         budget = policy.budget(key) if policy.budget is not None else None
@@ -281,9 +288,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self._inner = transport if transport is not None else self._x.AsyncHTTPTransport()
         if policy is None:
             policy = standard_policy()
-        elif not isinstance(policy, HttpPolicy) and not callable(
-            getattr(policy, "execute", None)
-        ):
+        elif not isinstance(policy, HttpPolicy) and not callable(getattr(policy, "execute", None)):
             raise ValueError(f"`policy` must be an HttpPolicy or a Policy, got {policy!r}")
         self.policy = policy
         if deadline_header is not None and not deadline_header.strip():
@@ -292,7 +297,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self.idempotency_keys = idempotency_keys
         self.buffer_limit = _validation.count("buffer_limit", buffer_limit, minimum=0)
         self.max_hosts = _validation.count("max_hosts", max_hosts, minimum=1)
-        self._hosts: OrderedDict[str, _Host] = OrderedDict()
+        self._hosts: OrderedDict[tuple[str, bytes, int | None], _Host] = OrderedDict()
         x = self._x
         # Failures where the request certainly never reached the server.
         self._never_sent: tuple[type[BaseException], ...] = (
@@ -350,7 +355,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 host = self._host(request.url)
                 if policy.total_timeout is None:
                     return await host.retry.call(context.attempt, host)
-                with DeadlineScope(policy.total_timeout, _INF):
+                # The total timeout needs no timer of its own: each attempt's scope is cut
+                # to what is left of it, and Retry never waits past it.
+                with AdvisoryDeadline(policy.total_timeout):
                     return await host.retry.call(context.attempt, host)
             return await policy.execute(context.attempt_plain)
         except RetryableStatusError as exc:
@@ -360,15 +367,17 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     # -- internals --------------------------------------------------------------------------
 
     def _host(self, url: Any) -> _Host:
-        key = f"{url.scheme}://{url.host}:{url.port or _default_port(url.scheme)}"
+        # Keyed by the raw parts: decoding the host (IDNA) is only needed for a new host.
+        lookup = (url.scheme, url.raw_host, url.port)
         hosts = self._hosts
-        host = hosts.get(key)
+        host = hosts.get(lookup)
         if host is None:
-            host = hosts[key] = _Host(key, self.policy, is_retryable)  # type: ignore[arg-type]
+            key = f"{url.scheme}://{url.host}:{url.port or _default_port(url.scheme)}"
+            host = hosts[lookup] = _Host(key, self.policy, is_retryable)  # type: ignore[arg-type]
             if len(hosts) > self.max_hosts:
                 hosts.popitem(last=False)
         else:
-            hosts.move_to_end(key)
+            hosts.move_to_end(lookup)
         return host
 
 
@@ -386,40 +395,69 @@ class _RequestContext:
         self.idempotent = idempotent
 
     async def attempt(self, host: _Host) -> Any:
-        """One attempt through the per-host layers: breaker, bulkhead, attempt timeout."""
+        """One attempt, hedged for idempotent requests when the policy says so."""
+        if host.hedge is None or not (self.idempotent and self.replayable):
+            return await self._guarded(host)
+        # Hedged: responses of attempts that lose the race must be closed, not leaked.
+        responses: list[Any] = []
+        winner = None
+        try:
+            winner = await host.hedge.call(self._guarded, host, responses)
+        finally:
+            for response in responses:
+                if response is not winner:  # a loser, or every one if the call failed
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+        return winner
+
+    async def _guarded(self, host: _Host, responses: list[Any] | None = None) -> Any:
+        """One attempt through the per-host layers: breaker, then (timed) bulkhead and send."""
         try:
             if host.breaker is not None:
-                return await host.breaker.call(self._bulkhead_then_send, host)
-            return await self._bulkhead_then_send(host)
+                response = await host.breaker.call(self._timed, host)
+            else:
+                response = await self._timed(host)
         except Exception as exc:
             self._classify(exc)
             raise
+        if responses is not None:
+            responses.append(response)
+        return response
 
     async def attempt_plain(self) -> Any:
         """One attempt for a user-supplied policy."""
         try:
-            return await self._send(None)
+            return await self._send(None, remaining())
         except Exception as exc:
             self._classify(exc)
             raise
 
-    async def _bulkhead_then_send(self, host: _Host) -> Any:
-        if host.bulkhead is not None:
-            return await host.bulkhead.call(self._send_with_timeout)
-        return await self._send_with_timeout()
+    async def _timed(self, host: _Host) -> Any:
+        """The attempt's own deadline: the attempt timeout, cut to what the caller has left.
 
-    async def _send_with_timeout(self) -> Any:
+        It covers the bulkhead's queue too, so no blocking step outlives the total timeout.
+        """
         policy = self.transport.policy
         assert isinstance(policy, HttpPolicy)
-        if policy.attempt_timeout is None:
-            return await self._send(policy)
-        with DeadlineScope(policy.attempt_timeout, _INF):
-            return await self._send(policy)
+        budget = remaining()
+        if policy.attempt_timeout is not None and (
+            budget is None or policy.attempt_timeout < budget
+        ):
+            budget = policy.attempt_timeout
+        bulkhead = host.bulkhead
+        if budget is None:
+            if bulkhead is not None:
+                return await bulkhead.call(self._send, policy, None)
+            return await self._send(policy, None)
+        with DeadlineScope(budget, _INF):
+            if bulkhead is not None:
+                return await bulkhead.call(self._send, policy, budget)
+            return await self._send(policy, budget)
 
-    async def _send(self, policy: HttpPolicy | None) -> Any:
+    async def _send(self, policy: HttpPolicy | None, left: float | None) -> Any:
+        """Send once. ``left`` is this attempt's budget (announced and enforced)."""
         transport = self.transport
         request = self.request
-        left = remaining()
         if left is not None:
             if transport.deadline_header is not None:
                 request.headers[transport.deadline_header] = f"{left:.3f}"
@@ -494,9 +532,12 @@ def _clamp_timeouts(request: Any, left: float) -> None:
     if timeouts is None:
         request.extensions["timeout"] = {"connect": left, "read": left, "write": left, "pool": left}
         return
-    clamped = {k: (left if v is None or v > left else v) for k, v in timeouts.items()}
-    if clamped != timeouts:
-        request.extensions["timeout"] = clamped
+    for value in timeouts.values():
+        if value is None or value > left:
+            request.extensions["timeout"] = {
+                k: (left if v is None or v > left else v) for k, v in timeouts.items()
+            }
+            return
 
 
 def _default_port(scheme: str) -> int:

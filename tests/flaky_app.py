@@ -1,9 +1,7 @@
-"""A scripted, misbehaving ASGI app and a real uvicorn server for it on 127.0.0.1.
+"""A scripted, misbehaving ASGI app for the httpx adapter's real-server tests.
 
-The server runs in a thread with its own event loop, so tests on either backend (asyncio or
-trio, real clocks) talk to it over real TCP.
-
-Routes (``key`` isolates the counters of one test from another's):
+Serve it with ``servers.running_server(FlakyApp())``. Routes (``key`` isolates the counters
+of one test from another's):
 
 - ``/ok`` — 200 ``ok``.
 - ``/flaky?key=K&fail=N&status=S[&retry_after=R]`` — the first N requests answer S
@@ -19,15 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
-
-import uvicorn
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -103,34 +96,3 @@ async def _reply(
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def running_server(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 in a thread; yield its base URL."""
-    port = port or free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="critical", lifespan="off", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn:{port}", daemon=True)
-    thread.start()
-    for _ in range(500):  # bounded: at most ~5 s
-        if server.started:
-            break
-        thread.join(0.01)
-    else:  # pragma: no cover
-        server.should_exit = True
-        raise RuntimeError("uvicorn did not start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)

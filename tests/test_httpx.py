@@ -56,7 +56,11 @@ def client_for(script: Script, **options: Any) -> httpx.AsyncClient:
 
 
 def fast_policy(**overrides: Any) -> HttpPolicy:
-    options: dict[str, Any] = {"backoff": backoff.Constant(0.5), "breaker": False, "bulkhead": False}
+    options: dict[str, Any] = {
+        "backoff": backoff.Constant(0.5),
+        "breaker": False,
+        "bulkhead": False,
+    }
     options.update(overrides)
     return standard_policy(**options)
 
@@ -353,7 +357,10 @@ async def test_per_host_state_is_bounded() -> None:
     async with httpx.AsyncClient(transport=transport) as client:
         for host in ("a", "b", "a", "c"):
             await client.get(f"http://{host}.test/")
-    assert list(transport._hosts) == ["http://a.test:80", "http://c.test:80"]
+    assert [host.retry.name for host in transport._hosts.values()] == [
+        "http http://a.test:80",
+        "http http://c.test:80",
+    ]
 
 
 async def test_user_supplied_pipeline_sees_retryable_statuses() -> None:
@@ -404,3 +411,92 @@ def test_bad_configuration_names_the_parameter(make: Callable[[], Any], paramete
     """Invalid settings raise ValueError naming the parameter."""
     with pytest.raises(ValueError, match=f"`{parameter}`"):
         make()
+
+
+async def test_hedging_answers_from_the_faster_attempt() -> None:
+    """hedge_delay: a slow idempotent attempt is hedged; the first answer wins."""
+    calls = 0
+
+    async def first_slow(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await anyio.sleep(10)
+        return httpx.Response(200, content=f"attempt {calls}".encode())
+
+    policy = fast_policy(hedge_delay=0.5)
+    transport = ResilientTransport(httpx.MockTransport(first_slow), policy=policy)
+    async with httpx.AsyncClient(transport=transport) as client:
+        start = anyio.current_time()
+        with capture_events() as events:
+            response = await client.get("http://svc.test/")
+    assert response.text == "attempt 2"
+    assert anyio.current_time() - start == pytest.approx(0.5)
+    assert any(isinstance(e, asyncres.HedgeLaunched) for e in events)
+
+
+async def test_hedging_closes_the_losing_responses() -> None:
+    """Parallel hedges that both answer: the loser's response is closed, the winner is not."""
+    closed: list[int] = []
+
+    class Tracked(httpx.AsyncByteStream):
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        async def __aiter__(self) -> Any:
+            yield b"x" * 10
+
+        async def aclose(self) -> None:
+            closed.append(self.number)
+
+    count = 0
+    answered: list[int] = []
+
+    async def both_answer(request: httpx.Request) -> httpx.Response:
+        nonlocal count
+        count += 1
+        number = count
+        await anyio.sleep(1)
+        answered.append(number)
+        return httpx.Response(200, stream=Tracked(number))
+
+    policy = fast_policy(hedge_delay=0.0)
+    transport = ResilientTransport(httpx.MockTransport(both_answer), policy=policy, buffer_limit=0)
+    async with httpx.AsyncClient(transport=transport) as client:
+        async with client.stream("GET", "http://svc.test/") as response:
+            closed_before_read = list(closed)
+            assert await response.aread() == b"x" * 10
+    assert count == 2
+    # Every response that was produced is closed exactly once: a loser that answered before
+    # it could be cancelled by the transport, the winner by the caller after reading it.
+    assert len(closed_before_read) == len(answered) - 1
+    assert sorted(closed) == sorted(answered)
+
+
+async def test_post_is_never_hedged() -> None:
+    """Hedging applies to idempotent requests only."""
+    script = Script(200)
+    async with client_for(script, policy=fast_policy(hedge_delay=0.0)) as client:
+        await client.post("/a", content=b"x")
+    assert len(script.requests) == 1
+
+
+async def test_works_with_the_httpx2_fork() -> None:
+    """The httpx2 fork (same API, other module) gets the same behaviour and its own errors."""
+    httpx2: Any = pytest.importorskip("httpx2")
+    calls = 0
+
+    async def handler(request: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise httpx2.ConnectError("refused")
+        if calls == 2:
+            return httpx2.Response(503, headers={"Retry-After": "1"})
+        return httpx2.Response(200, content=b"fork")
+
+    transport = ResilientTransport(httpx2.MockTransport(handler), policy=fast_policy(attempts=3))
+    async with httpx2.AsyncClient(transport=transport) as client:
+        response = await client.get("http://svc.test/")
+    assert response.text == "fork"
+    assert calls == 3

@@ -10,20 +10,14 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from flaky_app import FlakyApp
+from servers import free_port, running_server
 
 import asyncres
 from asyncres import backoff
 from asyncres.httpx import ResilientTransport, standard_policy
 
-from flaky_app import FlakyApp, free_port, running_server
-
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Real clocks here: a virtual clock would race ahead of real network I/O."""
-    return str(request.param)
+pytestmark = [pytest.mark.anyio, pytest.mark.real_clock]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +27,8 @@ def app() -> FlakyApp:
 
 @pytest.fixture(scope="module")
 def base_url(app: FlakyApp) -> Iterator[str]:
-    with running_server(app) as url:
-        yield url
+    with running_server(app) as server:
+        yield server.url
 
 
 def key() -> str:

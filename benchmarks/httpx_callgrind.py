@@ -1,7 +1,7 @@
 """Instructions per request for bare httpx and `ResilientTransport`, counted by callgrind.
 
 Run: ``python -m benchmarks.httpx_callgrind`` (needs valgrind). Wall-clock ratios on shared
-machines drift by 10–50 %; instruction counts repeat to within a fraction of a percent, so
+machines drift by 10-50 %; instruction counts repeat to within a fraction of a percent, so
 this is the steadier view of the adapter's cost. Each case runs N and 3N requests in a fresh
 process; the difference divided by 2N is the cost of one request (start-up cancels out).
 """

@@ -5,6 +5,9 @@ the core) circuit breakers, bulkheads, hedging and fallbacks, as small composabl
 """
 
 from . import backoff as backoff
+from ._breaker import CircuitBreaker as CircuitBreaker
+from ._breaker import CircuitBreakerStatistics as CircuitBreakerStatistics
+from ._breaker import CircuitState as CircuitState
 from ._budget import RetryBudget as RetryBudget
 from ._budget import RetryBudgetStatistics as RetryBudgetStatistics
 from ._bulkhead import Bulkhead as Bulkhead
@@ -51,10 +54,13 @@ __all__ = [
     "BulkheadLane",
     "BulkheadStatistics",
     "CallRejected",
+    "CircuitBreaker",
+    "CircuitBreakerStatistics",
     "CircuitClosed",
     "CircuitHalfOpened",
     "CircuitOpenError",
     "CircuitOpened",
+    "CircuitState",
     "DeadlineScope",
     "Event",
     "Fallback",

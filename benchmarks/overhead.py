@@ -82,6 +82,35 @@ async def asyncres_bulkhead_call(n: int) -> None:
         await call(ok)
 
 
+async def asyncres_breaker_call(n: int) -> None:
+    call = asyncres.CircuitBreaker().call
+    for _ in range(n):
+        await call(ok)
+
+
+async def asyncres_breaker_with(n: int) -> None:
+    breaker = asyncres.CircuitBreaker()
+    for _ in range(n):
+        async with breaker:
+            await ok()
+
+
+def _canonical_pipeline() -> asyncres.Pipeline:
+    return asyncres.Pipeline(
+        asyncres.Timeout(10.0),
+        asyncres.Retry(on=OSError, attempts=4),
+        asyncres.CircuitBreaker(failure_rate=0.5, window=30.0),
+        asyncres.Bulkhead(max_concurrent=20, max_queued=50),
+        asyncres.Timeout(2.0),
+    )
+
+
+async def asyncres_pipeline_call(n: int) -> None:
+    call = _canonical_pipeline().call
+    for _ in range(n):
+        await call(ok)
+
+
 async def asyncres_fallback_call(n: int) -> None:
     call = asyncres.Fallback(on=OSError, value=0).call
     for _ in range(n):
@@ -260,6 +289,9 @@ def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
         ("pybreaker calling()", _pybreaker(), both),
         ("aiobreaker call_async", _aiobreaker(), ("asyncio",)),
         ("circuitbreaker @circuit", _circuitbreaker(), both),
+        ("asyncres CircuitBreaker.call (closed)", asyncres_breaker_call, both),
+        ("asyncres CircuitBreaker `async with` (closed)", asyncres_breaker_with, both),
+        ("asyncres canonical 5-layer Pipeline.call", asyncres_pipeline_call, both),
         ("asyncres Fallback.call (success)", asyncres_fallback_call, both),
         ("asyncres Hedge.call (answer before the delay)", asyncres_hedge_call, both),
         ("anyio task group (reference for Hedge)", anyio_task_group, both),
@@ -344,9 +376,19 @@ TARGETS = {
         ),
     ],
 }
+PURGATORY = "purgatory `async with` (held breaker)"
+TENACITY = "tenacity @retry (success)"
 RETRY_TARGETS = [
     ("Retry.call ÷ bare", "asyncres Retry.call (success)", None, 4.0),
     ("@retry ÷ bare", "asyncres @retry (success)", None, 4.0),
+    ("CircuitBreaker.call ÷ purgatory", "asyncres CircuitBreaker.call (closed)", PURGATORY, 0.75),
+    (
+        "CircuitBreaker `async with` ÷ purgatory",
+        "asyncres CircuitBreaker `async with` (closed)",
+        PURGATORY,
+        0.75,
+    ),
+    ("5-layer Pipeline ÷ tenacity", "asyncres canonical 5-layer Pipeline.call", TENACITY, 0.5),
 ]
 
 

@@ -387,10 +387,10 @@ class GuardedPool(Generic[C]):
                 self._opened += 1
                 self._idle.append(_Holder(conn, now, self._expiry(now)))
             tg.start_soon(self._maintain)
-        except BaseException as exc:
+        except BaseException:
             self._state = "closed"
             tg.cancel_scope.cancel()
-            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            await tg.__aexit__(None, None, None)
             raise
         return self
 
@@ -404,7 +404,9 @@ class GuardedPool(Generic[C]):
         tg = self._tg
         assert tg is not None
         tg.cancel_scope.cancel()
-        await tg.__aexit__(exc_type, exc, tb)
+        # The body's own exception is not the task group's business: passing it in would
+        # wrap it in an ExceptionGroup. Background tasks never raise.
+        await tg.__aexit__(None, None, None)
 
     async def _shutdown(self) -> None:
         """Refuse new work, let checkouts and recoveries finish (bounded), close all."""
@@ -872,7 +874,9 @@ class GuardedPool(Generic[C]):
                 emit(self._listeners, ConnectionRecycled(self.name, "idle"))
                 continue
             keep.append(holder)
-            due = min(due, holder.expires, idle_until)
+            due = min(due, holder.expires)
+            if self._size > self.min_size:
+                due = min(due, idle_until)
         if len(keep) != len(self._idle):
             self._idle[:] = keep
             self._changed()

@@ -158,23 +158,22 @@ class FakeDriver:
     def release(self, conn: FakeConn) -> None:
         conn.limit = None
 
-    def interrupt(self, conn: FakeConn) -> bool:
-        if conn.busy_until is None:
-            return False
-        conn.interrupts += 1
-        conn.busy_until = None
-        return True
-
-    async def recover(self, conn: FakeConn) -> None:
+    async def recover(self, conn: FakeConn, *, abandoned: bool) -> bool:
         await anyio.sleep(self.recover_delay)
-        if conn.busy_until is not None:  # not interrupted: wait for the statement to end
-            await anyio.sleep(max(0.0, conn.busy_until - anyio.current_time()))
+        stopped = False
+        if conn.busy_until is not None:
+            if abandoned:  # stop the statement the caller walked away from
+                conn.interrupts += 1
+                stopped = True
+            else:  # wait for the statement to end
+                await anyio.sleep(max(0.0, conn.busy_until - anyio.current_time()))
             conn.busy_until = None
         if conn.closed:
             raise LostConnection("closed")
         if conn.in_tx:
             conn.rollbacks += 1
             conn.in_tx = False
+        return stopped
 
     def classify(self, exc: BaseException) -> int:
         if isinstance(exc, ConnectionError):

@@ -76,12 +76,13 @@ class Driver(Protocol[C]):
         """The checkout ended: drop its statement limit (synchronous, no I/O)."""
         ...
 
-    def interrupt(self, conn: C) -> bool:
-        """Stop whatever an abandoned checkout left running; True when something was."""
-        ...
+    async def recover(self, conn: C, *, abandoned: bool) -> bool:
+        """Make ``conn`` clean again after a failed checkout: roll back; raise if unusable.
 
-    async def recover(self, conn: C) -> None:
-        """Wait for an interrupted statement to end and roll back; raise if not reusable."""
+        ``abandoned`` means the caller was cancelled (or its deadline fired): a statement
+        may still be running, and must be stopped rather than waited for. Returns whether
+        a running statement had to be stopped.
+        """
         ...
 
     def classify(self, exc: BaseException) -> int:

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypedDict, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from .. import _validation
 from .._backoff import FullJitter
@@ -538,6 +539,9 @@ class GuardedPool(Generic[C]):
     async def _wait(self) -> _Holder[C]:
         waiters = self._waiters
         if self._size >= self.max_size and len(waiters) - self._opening >= self.max_queued:
+            # Yield once: a caller that retries a refusal in a loop must not starve the
+            # tasks that would free a connection.
+            await anyio.lowlevel.checkpoint()
             self._rejected += 1
             emit(self._listeners, CallRejected(self.name, "pool_queue_full"))
             raise PoolExhaustedError(
@@ -653,7 +657,7 @@ class GuardedPool(Generic[C]):
     async def _recover_inline(self, holder: _Holder[C]) -> None:
         try:
             with anyio.move_on_after(self.recovery_timeout) as scope:
-                await self._driver.recover(holder.conn)
+                await self._driver.recover(holder.conn, abandoned=False)
         except Exception as exc:
             self._in_use -= 1
             self._discard(holder, "recovery_failed", exc)
@@ -679,15 +683,13 @@ class GuardedPool(Generic[C]):
     async def _recover(self, holder: _Holder[C]) -> None:
         driver = self._driver
         conn = holder.conn
-        ok = False
+        ok = interrupted = False
         error: BaseException | None = None
         try:
-            interrupted = driver.interrupt(conn)
             with anyio.move_on_after(self.recovery_timeout):
-                await driver.recover(conn)
+                interrupted = await driver.recover(conn, abandoned=True)
                 ok = not driver.is_broken(conn)
         except Exception as exc:
-            interrupted = True
             error = exc
         except BaseException:
             self._recovering -= 1

@@ -207,16 +207,14 @@ class PostgresDriver:
     def release(self, conn: Any) -> None:
         return None
 
-    def interrupt(self, conn: Any) -> bool:
-        # asyncpg already sent the server a cancel request when the waiting task was
-        # cancelled (or its command_timeout fired); report whether one is in flight.
-        is_cancelling = getattr(conn._protocol, "_is_cancelling", None)
-        return bool(is_cancelling is not None and is_cancelling())
-
-    async def recover(self, conn: Any) -> None:
+    async def recover(self, conn: Any, *, abandoned: bool) -> bool:
+        # When the waiting task was cancelled (or command_timeout fired), asyncpg already
+        # sent the server a cancel request: wait for it to land, then roll back.
         protocol = conn._protocol
+        is_cancelling = getattr(protocol, "_is_cancelling", None)
         wait = getattr(protocol, "_wait_for_cancellation", None)
-        if wait is not None and protocol._is_cancelling():
+        cancelling = bool(is_cancelling is not None and is_cancelling())
+        if cancelling and wait is not None:
             await wait()
         if conn.is_closed():
             asyncpg = _import_asyncpg()
@@ -224,6 +222,7 @@ class PostgresDriver:
         if wait is None or conn.is_in_transaction():
             # (Without asyncpg's private hook, ROLLBACK itself waits for the cancellation.)
             await conn.execute("ROLLBACK")
+        return cancelling
 
     def classify(self, exc: BaseException) -> int:
         return classify_postgres(exc)

@@ -13,6 +13,7 @@ asyncio loop; it runs on asyncio only. How the guarantees are kept:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import sys
@@ -20,6 +21,8 @@ import time
 from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from .. import _validation
 from ._driver import CONNECTION, TRANSIENT
@@ -47,6 +50,10 @@ _CLOSED_MESSAGES = ("Connection closed", "no active connection")
 #: GIL from the worker thread; a million steps is a few milliseconds of work, so the cost
 #: stays negligible even when the event loop is busy (measured: +0-5 %).
 _PROGRESS_STEPS = 1_000_000
+
+#: How long an abandoned connection's worker thread may take to finish what it is doing
+#: before the running statement is interrupted.
+_RUNNING_GRACE = 0.002
 
 _DEFAULT_PRAGMAS: Mapping[str, str | int] = {"journal_mode": "wal", "synchronous": "normal"}
 _BEGIN = {
@@ -146,6 +153,7 @@ class SqliteDriver:
         self.connect_kwargs = dict(connect_kwargs or {})
         self.statement_timeout: float | None = None
         self._states: dict[aiosqlite.Connection, _State] = {}
+        self._barriers: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         return f"SqliteDriver({self.database!r}, busy_timeout={self.busy_timeout!r})"
@@ -190,7 +198,7 @@ class SqliteDriver:
     async def close(self, conn: aiosqlite.Connection, *, hard: bool) -> None:
         self._states.pop(conn, None)
         if hard:
-            self.interrupt(conn)
+            self._interrupt(conn)
         await conn.close()
 
     def is_broken(self, conn: aiosqlite.Connection) -> bool:
@@ -233,22 +241,47 @@ class SqliteDriver:
     def release(self, conn: aiosqlite.Connection) -> None:
         return None
 
-    def interrupt(self, conn: aiosqlite.Connection) -> bool:
+    def _interrupt(self, conn: aiosqlite.Connection) -> None:
         raw = getattr(conn, "_connection", None)
-        if raw is None:
-            return False
-        try:
-            raw.interrupt()  # thread-safe; a no-op when nothing is running
-        except Exception:
-            return False
-        return True
+        if raw is not None:
+            try:
+                raw.interrupt()  # thread-safe
+            except Exception:
+                pass
 
-    async def recover(self, conn: aiosqlite.Connection) -> None:
-        # Queued behind the interrupted statement, so it runs once that one has stopped.
+    async def recover(self, conn: aiosqlite.Connection, *, abandoned: bool) -> bool:
+        stopped = False
+        if abandoned:
+            # Is a statement still running in the worker thread? A no-op queued behind it
+            # tells. Interrupt only if so: sqlite3_interrupt() also fails the next statement
+            # when a cursor of the abandoned checkout still holds an unfinished statement.
+            # (A task of its own, shielded: a wait that times out must not lose its place.)
+            barrier = asyncio.ensure_future(_drain(conn))
+            self._barriers.add(barrier)
+            barrier.add_done_callback(self._barriers.discard)
+            with anyio.move_on_after(_RUNNING_GRACE):
+                await asyncio.shield(barrier)
+            if not barrier.done():
+                self._interrupt(conn)
+                stopped = True
+                await asyncio.shield(barrier)
         await conn.rollback()
+        return stopped
 
     def classify(self, exc: BaseException) -> int:
         return classify_sqlite(exc)
+
+
+async def _drain(conn: aiosqlite.Connection) -> None:
+    """Return once everything queued on ``conn``'s worker thread so far has run."""
+    try:
+        await conn._execute(_nothing)  # type: ignore[no-untyped-call]
+    except Exception:
+        pass
+
+
+def _nothing() -> None:
+    return None
 
 
 def _pragma_value(value: str | int) -> str:

@@ -151,7 +151,7 @@ class PostgresDriver:
         return bool(conn.is_closed())
 
     def needs_recovery(self, conn: Any) -> bool:
-        if conn.is_in_transaction():
+        if conn.is_in_transaction() or getattr(conn, "_top_xact", None) is not None:
             return True
         is_cancelling = getattr(conn._protocol, "_is_cancelling", None)
         return bool(is_cancelling is not None and is_cancelling())
@@ -219,7 +219,11 @@ class PostgresDriver:
         if conn.is_closed():
             asyncpg = _import_asyncpg()
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
-        if wait is None or conn.is_in_transaction():
+        if getattr(conn, "_top_xact", None) is not None:
+            # An interrupted ``async with conn.transaction():`` never got to forget itself.
+            conn._top_xact = None
+            await conn.execute("ROLLBACK")
+        elif wait is None or conn.is_in_transaction():
             # (Without asyncpg's private hook, ROLLBACK itself waits for the cancellation.)
             await conn.execute("ROLLBACK")
         return cancelling

@@ -43,6 +43,8 @@ _ISOLATION = {
 #: The client-side limit (asyncpg ``command_timeout``) trails the server's by this much,
 #: so that the server's cleaner error normally wins; it still bounds a silent network.
 _CLIENT_MARGIN = 1.0
+#: The server-side limit derived from a deadline trails it by this much (milliseconds).
+_SERVER_MARGIN_MS = 20
 
 
 def classify_postgres(exc: BaseException) -> int:
@@ -160,7 +162,9 @@ class PostgresDriver:
         """The statement_timeout to SET (ms), or None when the one in force will do."""
         wanted = self._default_ms
         if left is not None:
-            deadline_ms = _millis(left)
+            # The client cancels at its deadline; the server's limit trails it a little so
+            # that the client's (clearer) TimeoutExceededError normally wins the race.
+            deadline_ms = _millis(left) + _SERVER_MARGIN_MS
             if wanted == 0 or deadline_ms < wanted:
                 wanted = deadline_ms
         current = self._timeouts.get(conn, -1)

@@ -848,7 +848,7 @@ def test_min_size_above_max_size_is_refused() -> None:
 def test_defaults_and_repr() -> None:
     """The documented defaults, and a readable repr."""
     pool = GuardedPool(FakeDriver(), name="orders")
-    assert (pool.min_size, pool.max_size, pool.max_queued) == (1, 10, 40)
+    assert (pool.min_size, pool.max_size, pool.max_queued) == (1, 10, 200)
     assert (pool.acquire_timeout, pool.statement_timeout, pool.connect_timeout) == (5.0, 30.0, 5.0)
     assert (pool.ping_after, pool.health_timeout, pool.health_ttl) == (1.0, 1.0, 1.0)
     assert (pool.max_idle, pool.max_lifetime, pool.recovery_timeout) == (300.0, 1800.0, 2.0)

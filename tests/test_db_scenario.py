@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import anyio
 import asyncpg
-import pytest
+from asyncio_only import asyncio_test
 
 import asyncres
 from asyncres.db import PoolExhaustedError
@@ -37,7 +37,7 @@ async def insert_order(conn: asyncpg.Connection, key: str) -> None:
     await conn.execute("INSERT INTO orders (key) VALUES ($1)", key)
 
 
-@pytest.mark.asyncio
+@asyncio_test
 async def test_a_slowdown_under_steady_inserts_never_wedges_or_duplicates(
     postgres_dsn: str,
 ) -> None:

@@ -19,10 +19,12 @@ def _flags(exc: BaseException) -> int:
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the transaction may succeed: the default retry's ``on=``.
 
-    SQLite: busy / locked. PostgreSQL: serialization failure (40001), deadlock (40P01),
-    lock not available (55P03). Both: every connection-level error (`is_connection_error`).
-    Constraint violations, syntax errors, statement timeouts and the like are not.
-    Cancellation never is. Usable as ``Retry(on=asyncres.db.is_transient)``.
+    SQLite: busy / locked, a statement stopped by ``statement_timeout``. PostgreSQL:
+    serialization failure (40001), deadlock (40P01), lock not available (55P03), statement
+    timeout (57014). Both: every connection-level error (`is_connection_error`). The
+    database rolled the transaction back in each case, so running it again is safe.
+    Constraint violations, syntax errors and the like are not transient; cancellation
+    never is. Usable as ``Retry(on=asyncres.db.is_transient)``.
     """
     return bool(_flags(exc) & TRANSIENT)
 

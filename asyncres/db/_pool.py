@@ -46,6 +46,10 @@ _REOPEN_BACKOFF = FullJitter(base=0.1, cap=5.0)
 #: A connection's lifetime is shortened by up to this fraction, so that connections opened
 #: together are not all recycled in the same instant (HikariCP subtracts up to 2.5 %).
 _LIFETIME_SPREAD = 0.1
+#: Default queue bound per connection. By Little's law a caller at the back of the queue
+#: waits about this many statement-times (20 x 5 ms = 100 ms for a typical OLTP statement);
+#: a deeper queue only holds callers that will miss their deadline anyway.
+_QUEUED_PER_CONNECTION = 20
 #: The maintenance task looks at idle connections at least this often (seconds).
 _MAINTENANCE_PERIOD = 30.0
 
@@ -272,7 +276,7 @@ class GuardedPool(Generic[C]):
             raise ValueError(f"`min_size` must be <= `max_size` ({max_size}), got {min_size}")
         self.acquire_timeout = _validation.non_negative("acquire_timeout", acquire_timeout)
         if max_queued is None:
-            max_queued = 4 * self.max_size
+            max_queued = _QUEUED_PER_CONNECTION * self.max_size
         self.max_queued = _validation.count("max_queued", max_queued, minimum=0)
         if statement_timeout is not None:
             statement_timeout = _validation.positive("statement_timeout", statement_timeout)
@@ -486,7 +490,8 @@ class GuardedPool(Generic[C]):
                 try:
                     await self._driver.commit(conn)
                 except Exception as exc:
-                    if self._classify(exc) & CONNECTION:
+                    # A lost connection or a client-side timeout leaves the outcome open.
+                    if self._classify(exc) & CONNECTION or type(exc) is TimeoutError:
                         committing = exc
                     raise
         except Exception as exc:

@@ -9,9 +9,9 @@ asyncpg runs on asyncio only. How the guarantees are kept:
 - when the caller's deadline fires or it is cancelled mid-query, asyncpg sends the server
   a cancel request; the pool waits for it to land, rolls back, and returns the connection;
 - transient errors by SQLSTATE: serialization failure (40001), deadlock (40P01), lock not
-  available (55P03), and the connection-level ones: connection exceptions (08xxx), admin /
-  crash shutdown (57P01, 57P02), cannot connect now (57P03), too many connections (53300),
-  plus lost sockets (``ConnectionError``).
+  available (55P03), statement timeout (57014), and the connection-level ones: connection
+  exceptions (08xxx), admin / crash shutdown (57P01, 57P02), cannot connect now (57P03),
+  too many connections (53300), plus lost sockets (``ConnectionError``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresDriver", "classify_postgres", "postgres"]
 
-_RETRYABLE_STATES = {"40001", "40P01", "55P03"}
+# serialization failure, deadlock, lock not available, query cancelled (statement_timeout:
+# the server rolled the transaction back, so running it again is safe; the caller's
+# deadline, which also sets the server's limit, cancels the caller and ends the retries).
+_RETRYABLE_STATES = {"40001", "40P01", "55P03", "57014"}
 _CONNECTION_STATES = {"57P01", "57P02", "57P03", "53300"}
 _ISOLATION = {
     None: "BEGIN",

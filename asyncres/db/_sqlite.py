@@ -8,7 +8,8 @@ asyncio loop; it runs on asyncio only. How the guarantees are kept:
 - the caller's deadline: when it fires (or the caller is cancelled) the pool interrupts the
   running statement at once (``sqlite3.Connection.interrupt``, thread-safe), rolls back and
   returns the connection; lock waits (``busy_timeout``) are shortened to the deadline;
-- transient errors: ``SQLITE_BUSY`` / ``SQLITE_LOCKED`` ("database is locked").
+- transient errors: ``SQLITE_BUSY`` / ``SQLITE_LOCKED`` ("database is locked") and
+  ``SQLITE_INTERRUPT`` (a statement stopped by ``statement_timeout``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _SQLITE_IOERR = 10
 _SQLITE_CANTOPEN = 14
-_TRANSIENT_CODES = {_SQLITE_BUSY: TRANSIENT, _SQLITE_LOCKED: TRANSIENT}
+_SQLITE_INTERRUPT = 9  # our statement_timeout; SQLite rolls the transaction back
+_TRANSIENT_CODES = {
+    _SQLITE_BUSY: TRANSIENT,
+    _SQLITE_LOCKED: TRANSIENT,
+    _SQLITE_INTERRUPT: TRANSIENT,
+}
 _CONNECTION_CODES = {_SQLITE_IOERR, _SQLITE_CANTOPEN}
 _CLOSED_MESSAGES = ("Connection closed", "no active connection")
 

@@ -5,8 +5,14 @@ the core) circuit breakers, bulkheads, hedging and fallbacks, as small composabl
 """
 
 from . import backoff as backoff
+from ._breaker import CircuitBreaker as CircuitBreaker
+from ._breaker import CircuitBreakerStatistics as CircuitBreakerStatistics
+from ._breaker import CircuitState as CircuitState
 from ._budget import RetryBudget as RetryBudget
 from ._budget import RetryBudgetStatistics as RetryBudgetStatistics
+from ._bulkhead import Bulkhead as Bulkhead
+from ._bulkhead import BulkheadLane as BulkheadLane
+from ._bulkhead import BulkheadStatistics as BulkheadStatistics
 from ._deadline import DeadlineScope as DeadlineScope
 from ._deadline import Timeout as Timeout
 from ._deadline import deadline as deadline
@@ -32,6 +38,8 @@ from ._exceptions import CircuitOpenError as CircuitOpenError
 from ._exceptions import RejectedError as RejectedError
 from ._exceptions import ResilienceError as ResilienceError
 from ._exceptions import TimeoutExceededError as TimeoutExceededError
+from ._fallback import Fallback as Fallback
+from ._hedge import Hedge as Hedge
 from ._pipeline import Pipeline as Pipeline
 from ._policy import Policy as Policy
 from ._retry import Attempt as Attempt
@@ -41,15 +49,23 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Attempt",
+    "Bulkhead",
     "BulkheadFullError",
+    "BulkheadLane",
+    "BulkheadStatistics",
     "CallRejected",
+    "CircuitBreaker",
+    "CircuitBreakerStatistics",
     "CircuitClosed",
     "CircuitHalfOpened",
     "CircuitOpenError",
     "CircuitOpened",
+    "CircuitState",
     "DeadlineScope",
     "Event",
+    "Fallback",
     "FallbackUsed",
+    "Hedge",
     "HedgeLaunched",
     "Listener",
     "Pipeline",

@@ -143,7 +143,8 @@ class CallRejected(Event):
     """A call was refused before it ran (`RejectedError`).
 
     ``reason``: ``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"``,
-    ``"shed"`` (evicted by a higher-priority waiter) or ``"queue_timeout"``.
+    ``"shed"`` (evicted by a higher-priority waiter), ``"queue_timeout"`` or ``"deadline"``
+    (the caller's deadline had already passed).
     """
 
     __module__ = "asyncres"

@@ -34,12 +34,13 @@ class Pipeline(PolicyFaces):
     handler validates "attempt timeout <= total timeout").
     """
 
-    __slots__ = ("_layers", "_policies")
+    __slots__ = ("_calls", "_layers", "_policies")
 
     __module__ = "asyncres"
 
     _layers: tuple[Policy, ...]
     _policies: tuple[Policy, ...]
+    _calls: tuple[Callable[..., Awaitable[Any]], ...] | None
 
     def __init__(self, *policies: Policy) -> None:
         if not policies:
@@ -55,6 +56,10 @@ class Pipeline(PolicyFaces):
         _check_timeouts(layers)
         self._policies = tuple(policies)
         self._layers = tuple(layers)
+        # When every layer has the `call(fn, *args)` face, the chain needs no allocation per
+        # layer: layer i calls layer i+1's `call` with the rest of the chain as arguments.
+        calls = [getattr(layer, "call", None) for layer in layers]
+        self._calls = tuple(calls) if all(callable(c) for c in calls) else None  # type: ignore[arg-type]
 
     @property
     def policies(self) -> tuple[Policy, ...]:
@@ -74,12 +79,20 @@ class Pipeline(PolicyFaces):
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` through every layer."""
-        result: T = await _Chain(self._layers, 0, lambda: fn(*args, **kwargs)).run()
+        calls = self._calls
+        if calls is not None:
+            result: T = await calls[0](*calls[1:], fn, *args, **kwargs)
+        else:
+            result = await _Chain(self._layers, 0, lambda: fn(*args, **kwargs)).run()
         return result
 
     async def execute(self, fn: Callable[[], Awaitable[T]], /) -> T:
         """Run ``await fn()`` through every layer (the `Policy` contract)."""
-        result: T = await _Chain(self._layers, 0, fn).run()
+        calls = self._calls
+        if calls is not None:
+            result: T = await calls[0](*calls[1:], fn)
+        else:
+            result = await _Chain(self._layers, 0, fn).run()
         return result
 
 

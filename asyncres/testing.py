@@ -1,7 +1,9 @@
 """Helpers for *your* test suite (not imported by ``import asyncres``).
 
 ``set_testing(True)`` makes every `Retry` skip its waits and cap its attempts, so tests of
-code that retries stay fast; ``capture_events()`` collects the events policies emit.
+code that retries stay fast; ``capture_events()`` collects the events policies emit;
+``force_open()``, ``force_half_open()`` and ``force_closed()`` put a `CircuitBreaker` in
+the state your test needs without driving failures through it.
 """
 
 from __future__ import annotations
@@ -11,9 +13,17 @@ from contextlib import contextmanager
 from types import TracebackType
 
 from . import _events, _testing_state, _validation
+from ._breaker import CircuitBreaker, CircuitState
 from ._events import Event
 
-__all__ = ["capture_events", "is_testing", "set_testing"]
+__all__ = [
+    "capture_events",
+    "force_closed",
+    "force_half_open",
+    "force_open",
+    "is_testing",
+    "set_testing",
+]
 
 
 class _TestingMode:
@@ -68,3 +78,30 @@ def capture_events() -> Iterator[list[Event]]:
         yield captured
     finally:
         _events.set_listeners(*previous)
+
+
+def force_open(breaker: CircuitBreaker, *, retry_after: float | None = None) -> None:
+    """Put ``breaker`` in the OPEN state as if it had just tripped.
+
+    Calls are rejected with `CircuitOpenError` until the recovery time has passed (the
+    breaker's own, or ``retry_after`` seconds for this opening), then probes are admitted
+    as usual. The recovery time starts now (or, outside an event loop, at the first call).
+    Emits `CircuitOpened` with reason ``"forced"``. Unlike `CircuitBreaker.isolate`, the
+    breaker recovers on its own.
+    """
+    if retry_after is not None:
+        retry_after = _validation.non_negative("retry_after", retry_after)
+    breaker._force(CircuitState.OPEN, retry_after)
+
+
+def force_half_open(breaker: CircuitBreaker) -> None:
+    """Put ``breaker`` in the HALF_OPEN state: the next calls are probes.
+
+    Emits `CircuitHalfOpened` (nothing when it is already half-open).
+    """
+    breaker._force(CircuitState.HALF_OPEN)
+
+
+def force_closed(breaker: CircuitBreaker) -> None:
+    """Close ``breaker`` and clear its window (the same as `CircuitBreaker.reset`)."""
+    breaker._force(CircuitState.CLOSED)

@@ -69,6 +69,66 @@ async def asyncres_timeout_policy(n: int) -> None:
         await call(ok)
 
 
+async def asyncres_bulkhead_with(n: int) -> None:
+    bulkhead = asyncres.Bulkhead(max_concurrent=10)
+    for _ in range(n):
+        async with bulkhead:
+            await ok()
+
+
+async def asyncres_bulkhead_call(n: int) -> None:
+    call = asyncres.Bulkhead(max_concurrent=10).call
+    for _ in range(n):
+        await call(ok)
+
+
+async def asyncres_breaker_call(n: int) -> None:
+    call = asyncres.CircuitBreaker().call
+    for _ in range(n):
+        await call(ok)
+
+
+async def asyncres_breaker_with(n: int) -> None:
+    breaker = asyncres.CircuitBreaker()
+    for _ in range(n):
+        async with breaker:
+            await ok()
+
+
+def _canonical_pipeline() -> asyncres.Pipeline:
+    return asyncres.Pipeline(
+        asyncres.Timeout(10.0),
+        asyncres.Retry(on=OSError, attempts=4),
+        asyncres.CircuitBreaker(failure_rate=0.5, window=30.0),
+        asyncres.Bulkhead(max_concurrent=20, max_queued=50),
+        asyncres.Timeout(2.0),
+    )
+
+
+async def asyncres_pipeline_call(n: int) -> None:
+    call = _canonical_pipeline().call
+    for _ in range(n):
+        await call(ok)
+
+
+async def asyncres_fallback_call(n: int) -> None:
+    call = asyncres.Fallback(on=OSError, value=0).call
+    for _ in range(n):
+        await call(ok)
+
+
+async def asyncres_hedge_call(n: int) -> None:
+    call = asyncres.Hedge(delay=1.0).call
+    for _ in range(n):
+        await call(ok)
+
+
+async def anyio_task_group(n: int) -> None:
+    for _ in range(n):
+        async with anyio.create_task_group():
+            await ok()
+
+
 # -- peers --------------------------------------------------------------------------------
 
 
@@ -138,6 +198,78 @@ def _backoff() -> Case | None:
     return backoff_on_exception
 
 
+def _purgatory() -> Case | None:
+    try:
+        from purgatory import AsyncCircuitBreakerFactory
+    except ImportError:
+        return None
+
+    async def purgatory_async_with(n: int) -> None:
+        breaker = await AsyncCircuitBreakerFactory().get_breaker("svc")  # held, as documented
+        for _ in range(n):
+            async with breaker:
+                await ok()
+
+    return purgatory_async_with
+
+
+def _pybreaker() -> Case | None:
+    try:
+        import pybreaker
+    except ImportError:
+        return None
+    breaker = pybreaker.CircuitBreaker()
+
+    async def pybreaker_calling(n: int) -> None:
+        for _ in range(n):
+            with breaker.calling():
+                await ok()
+
+    return pybreaker_calling
+
+
+def _aiobreaker() -> Case | None:
+    try:
+        import aiobreaker
+    except ImportError:
+        return None
+    breaker = aiobreaker.CircuitBreaker()
+
+    async def aiobreaker_call_async(n: int) -> None:
+        for _ in range(n):
+            await breaker.call_async(ok)
+
+    return aiobreaker_call_async
+
+
+def _circuitbreaker() -> Case | None:
+    try:
+        import circuitbreaker
+    except ImportError:
+        return None
+    decorated = circuitbreaker.circuit(failure_threshold=5, recovery_timeout=30)(ok)
+
+    async def circuitbreaker_decorator(n: int) -> None:
+        for _ in range(n):
+            await decorated()
+
+    return circuitbreaker_decorator
+
+
+async def asyncio_semaphore(n: int) -> None:
+    semaphore = asyncio.Semaphore(10)
+    for _ in range(n):
+        async with semaphore:
+            await ok()
+
+
+async def anyio_capacity_limiter(n: int) -> None:
+    limiter = anyio.CapacityLimiter(10)
+    for _ in range(n):
+        async with limiter:
+            await ok()
+
+
 # (label, case factory, backends it runs on). The first row is the baseline.
 def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
     both = ("asyncio", "trio")
@@ -153,6 +285,20 @@ def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
         ("tenacity @retry (success)", _tenacity(), both),
         ("stamina @retry (success)", _stamina(), both),
         ("backoff on_exception (success)", _backoff(), both),
+        ("purgatory `async with` (held breaker)", _purgatory(), both),
+        ("pybreaker calling()", _pybreaker(), both),
+        ("aiobreaker call_async", _aiobreaker(), ("asyncio",)),
+        ("circuitbreaker @circuit", _circuitbreaker(), both),
+        ("asyncres CircuitBreaker.call (closed)", asyncres_breaker_call, both),
+        ("asyncres CircuitBreaker `async with` (closed)", asyncres_breaker_with, both),
+        ("asyncres canonical 5-layer Pipeline.call", asyncres_pipeline_call, both),
+        ("asyncres Fallback.call (success)", asyncres_fallback_call, both),
+        ("asyncres Hedge.call (answer before the delay)", asyncres_hedge_call, both),
+        ("anyio task group (reference for Hedge)", anyio_task_group, both),
+        ("asyncres Bulkhead `async with`", asyncres_bulkhead_with, both),
+        ("asyncres Bulkhead.call", asyncres_bulkhead_call, both),
+        ("asyncio.Semaphore `async with`", asyncio_semaphore, ("asyncio",)),
+        ("anyio.CapacityLimiter `async with`", anyio_capacity_limiter, both),
     ]
 
 
@@ -208,6 +354,9 @@ def markdown(results: dict[str, dict[str, tuple[float, float]]]) -> str:
     return "\n".join(rows) + "\n\n" + targets(results)
 
 
+SEMAPHORE = "asyncio.Semaphore `async with`"
+LIMITER = "anyio.CapacityLimiter `async with`"
+
 # (what, numerator, denominator or None for bare, limit) per backend.
 TARGETS = {
     "asyncio": [
@@ -227,9 +376,19 @@ TARGETS = {
         ),
     ],
 }
+PURGATORY = "purgatory `async with` (held breaker)"
+TENACITY = "tenacity @retry (success)"
 RETRY_TARGETS = [
     ("Retry.call ÷ bare", "asyncres Retry.call (success)", None, 4.0),
     ("@retry ÷ bare", "asyncres @retry (success)", None, 4.0),
+    ("CircuitBreaker.call ÷ purgatory", "asyncres CircuitBreaker.call (closed)", PURGATORY, 0.75),
+    (
+        "CircuitBreaker `async with` ÷ purgatory",
+        "asyncres CircuitBreaker `async with` (closed)",
+        PURGATORY,
+        0.75,
+    ),
+    ("5-layer Pipeline ÷ tenacity", "asyncres canonical 5-layer Pipeline.call", TENACITY, 0.5),
 ]
 
 
@@ -259,7 +418,9 @@ def environment() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = []
-    for name in ("anyio", "trio", "tenacity", "stamina", "backoff"):
+    peers = ("anyio", "trio", "tenacity", "stamina", "backoff")
+    peers += ("purgatory", "pybreaker", "aiobreaker", "circuitbreaker")
+    for name in peers:
         try:
             versions.append(f"{name} {version(name)}")
         except PackageNotFoundError:

@@ -13,6 +13,7 @@ from typing import Any
 import looptime
 import pgserver
 import pytest
+from servers import RunningServer, running_server
 from trio.testing import MockClock
 
 import asyncres
@@ -47,6 +48,17 @@ def _quiet_global_listeners() -> Iterator[None]:
     finally:
         asyncres.set_listeners(*previous)
         testing.set_testing(False)
+
+
+@pytest.fixture(scope="session")
+def http_server() -> Iterator[RunningServer]:
+    """A real uvicorn server on 127.0.0.1 running `servers.ScriptedApp`, for the session.
+
+    It runs in its own thread and loop, so tests on either backend reach it over real TCP.
+    Count requests with ``http_server.app.requests`` / ``http_server.app.paths``.
+    """
+    with running_server(kind="uvicorn") as server:
+        yield server
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -30,12 +31,15 @@ def test_example_runs(example: Path, backend: str) -> None:
     """Each example script exits cleanly when run as a program."""
     if NOT_STANDALONE in example.read_text():
         pytest.skip("exercised by its adapter's tests")
+    # Import the package from this checkout, even where another tree is installed (editable).
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, str(example), backend],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": pythonpath},
     )
     assert result.returncode == 0, result.stderr
 

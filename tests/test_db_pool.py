@@ -613,6 +613,103 @@ async def test_statement_limit_follows_the_remaining_deadline() -> None:
         assert driver.began == [pytest.approx(1.5, abs=0.01)]
 
 
+# -- circuit breaker ------------------------------------------------------------------------
+
+
+async def test_the_default_breaker_opens_on_connection_failures_and_recovers() -> None:
+    """Five connection failures open the circuit: callers fail fast without touching the
+    database; once it is back, a probe closes the circuit again."""
+    driver = FakeDriver()
+    async with make_pool(driver, min_size=0, max_size=2, retry=None) as pool:
+        assert isinstance(pool.breaker, asyncres.CircuitBreaker)
+        driver.connect_error = LostConnection("connection refused")
+        with capture_events() as events:
+            for _ in range(5):
+                with pytest.raises(LostConnection):
+                    async with pool.connection():
+                        pass
+            attempts = len(driver.connections) + pool.statistics().open_failures
+            for _ in range(10):
+                with pytest.raises(asyncres.CircuitOpenError) as info:
+                    async with pool.connection():
+                        pass
+            assert len(driver.connections) + pool.statistics().open_failures == attempts
+            assert 0.0 < info.value.retry_after <= 1.0
+            assert (await pool.health()).status == "unhealthy"
+            driver.connect_error = None
+            await anyio.sleep(info.value.retry_after)
+            async with pool.connection() as conn:  # the probe
+                await conn.execute()
+            async with pool.connection() as conn:
+                await conn.execute()
+        kinds = [type(e).__name__ for e in events if isinstance(e, asyncres.Event)]
+        assert kinds.count("CircuitOpened") == 1
+        assert kinds.count("CircuitHalfOpened") == 1
+        assert kinds.count("CircuitClosed") == 1
+        assert (await pool.health()).breaker == "closed"
+
+
+async def test_other_errors_never_trip_the_breaker() -> None:
+    """Constraint violations, conflicts, timeouts and cancellations leave it closed."""
+    async with make_pool(retry=None) as pool:
+        for _ in range(10):
+            with pytest.raises(PermanentError):
+                await pool.run(_raise, PermanentError("duplicate key"))
+            with pytest.raises(TransientError):
+                await pool.run(_raise, TransientError("deadlock"))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_hold, pool, 1.0)
+                await anyio.wait_all_tasks_blocked()
+                tg.cancel_scope.cancel()
+        assert pool.breaker is not None
+        assert pool.breaker.state is asyncres.CircuitState.CLOSED  # type: ignore[attr-defined]
+
+
+async def test_run_does_not_retry_an_open_circuit() -> None:
+    """With the circuit open, run() fails at once with CircuitOpenError."""
+    driver = FakeDriver()
+    breaker = asyncres.CircuitBreaker(failure_threshold=1, recovery_time=30.0)
+    async with make_pool(driver, min_size=0, breaker=breaker) as pool:
+        driver.connect_error = LostConnection("refused")
+        with pytest.raises(LostConnection):
+            await pool.run(_raise, PermanentError("never reached"))
+        start = anyio.current_time()
+        with pytest.raises(asyncres.CircuitOpenError):
+            await pool.run(_raise, PermanentError("never reached"))
+        assert anyio.current_time() == start
+
+
+async def test_any_breaker_object_can_be_plugged_in() -> None:
+    """`breaker=` takes any object with the CircuitBreaker's `async with` face."""
+    seen: list[str] = []
+
+    class Recorder:
+        async def __aenter__(self) -> None:
+            seen.append("enter")
+
+        async def __aexit__(self, *exc: object) -> None:
+            seen.append(f"exit {type(exc[1]).__name__}")
+
+    async with make_pool(breaker=Recorder()) as pool:
+        async with pool.connection():
+            pass
+        with pytest.raises(PermanentError):
+            await pool.run(_raise, PermanentError("x"))
+        assert (await pool.health()).breaker is None
+    assert seen == ["enter", "exit NoneType", "enter", "exit PermanentError"]
+
+
+async def test_no_breaker_at_all() -> None:
+    """breaker=None: connection failures reach every caller, nothing opens."""
+    driver = FakeDriver()
+    async with make_pool(driver, min_size=0, breaker=None, retry=None) as pool:
+        driver.connect_error = LostConnection("refused")
+        for _ in range(10):
+            with pytest.raises(LostConnection):
+                async with pool.connection():
+                    pass
+
+
 # -- health ---------------------------------------------------------------------------------
 
 

@@ -371,7 +371,7 @@ async def test_a_connection_lost_during_commit_is_not_retried(postgres_dsn: str)
 async def test_an_outage_fails_fast_and_the_pool_heals(
     postgres_own_server: PostgresServer,
 ) -> None:
-    """Server stopped: callers fail fast, nothing hangs; restarted: the pool recovers."""
+    """Server stopped: callers fail fast, then the breaker opens; restarted: all recovers."""
     server = postgres_own_server
     async with pool_for(
         server.dsn, min_size=2, max_size=4, ping_after=0.0, acquire_timeout=2.0, retry=None
@@ -381,32 +381,39 @@ async def test_an_outage_fails_fast_and_the_pool_heals(
         server.stop("fast")
         errors: list[BaseException] = []
         started = time.monotonic()
-        for _ in range(10):
-            try:
-                with asyncres.timeout(2.0):
-                    async with pool.connection() as conn:
-                        await conn.fetchval("SELECT 1")
-            except Exception as exc:
-                errors.append(exc)
+        with capture_events() as events:
+            for _ in range(20):
+                try:
+                    with asyncres.timeout(2.0):
+                        async with pool.connection() as conn:
+                            await conn.fetchval("SELECT 1")
+                except Exception as exc:
+                    errors.append(exc)
         assert time.monotonic() - started < 3.0  # no caller waited out its deadline
-        assert len(errors) == 10
-        assert all(asyncres.db.is_connection_error(e) for e in errors), errors
-        assert (await pool.health()).status == "unhealthy"
+        assert len(errors) == 20
+        refused = [e for e in errors if not isinstance(e, asyncres.CircuitOpenError)]
+        assert len(refused) == 5  # the default breaker opens after 5 connection failures
+        assert all(asyncres.db.is_connection_error(e) for e in refused), refused
+        assert [type(e) for e in events if isinstance(e, asyncres.CircuitOpened)]
+        health = await pool.health()
+        assert (health.status, health.breaker) == ("unhealthy", "open")
+
         server.restart_same_port()
         back = time.monotonic()
-        while True:
+        while True:  # the breaker lets a probe through within seconds; it succeeds
             try:
                 async with pool.connection() as conn:
                     assert await conn.fetchval("SELECT 1") == 1
                 break
-            except Exception:
-                assert time.monotonic() - back < 10.0
+            except (asyncres.CircuitOpenError, OSError, asyncpg.PostgresError):
+                assert time.monotonic() - back < 15.0
                 await anyio.sleep(0.05)
         await settle(pool)
         stats = pool.statistics()
         assert stats.size >= 2
         assert len(await server_sessions(server.dsn)) == stats.size
-        assert (await pool.health(deep=True)).status == "healthy"
+        health = await pool.health(deep=True)
+        assert (health.status, health.breaker) == ("healthy", "closed")
 
 
 @asyncio_test

@@ -14,7 +14,8 @@ import anyio
 import anyio.lowlevel
 
 from .. import _validation
-from .._backoff import FullJitter
+from .._backoff import EqualJitter, FullJitter
+from .._breaker import CircuitBreaker
 from .._clock import resolve_clock
 from .._deadline import remaining
 from .._events import CallRejected, Listener, emit
@@ -50,6 +51,11 @@ _LIFETIME_SPREAD = 0.1
 #: waits about this many statement-times (20 x 5 ms = 100 ms for a typical OLTP statement);
 #: a deeper queue only holds callers that will miss their deadline anyway.
 _QUEUED_PER_CONNECTION = 20
+#: The default breaker: consecutive connection failures that open it, and its recovery
+#: times (equal jitter keeps at least half of each step, so a dead database is not probed
+#: in a tight loop, and stays spread so that many pools do not probe in step).
+_BREAKER_FAILURES = 5
+_BREAKER_RECOVERY = EqualJitter(base=1.0, cap=10.0)
 #: The maintenance task looks at idle connections at least this often (seconds).
 _MAINTENANCE_PERIOD = 30.0
 
@@ -991,8 +997,8 @@ class GuardedPool(Generic[C]):
         breaker_state = _breaker_state(self.breaker)
         if self._state != "open":
             status, reason = "unhealthy", f"pool is {self._state}"
-        elif breaker_state == "open":
-            status, reason = "unhealthy", "circuit breaker is open"
+        elif breaker_state in _BREAKER_DOWN:
+            status, reason = "unhealthy", f"circuit breaker is {breaker_state}"
         elif stats.size == 0 and self._last_connect_error is not None:
             error = self._last_connect_error
             status = "unhealthy"
@@ -1066,6 +1072,7 @@ def _unopened_clock() -> float:
 
 
 def _breaker_state(breaker: object) -> str | None:
+    """The breaker's state as a word (``"closed"``, ``"open"``, ``"half_open"``...)."""
     if breaker is None:
         return None
     state = getattr(breaker, "state", None)
@@ -1073,6 +1080,9 @@ def _breaker_state(breaker: object) -> str | None:
         return None
     value = getattr(state, "value", state)
     return str(value).lower()
+
+
+_BREAKER_DOWN = frozenset({"open", "isolated"})
 
 
 def default_retry(pool: GuardedPool[Any]) -> Retry:
@@ -1090,6 +1100,35 @@ def default_retry(pool: GuardedPool[Any]) -> Retry:
     )
 
 
-def default_breaker(pool: GuardedPool[Any]) -> BreakerLike | None:
-    """The circuit breaker a pool gets unless told otherwise (see the README's table)."""
-    return None
+class _ConnectionFailures:
+    """The default breaker's ``on=`` predicate: the driver's connection-level errors."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: GuardedPool[Any]) -> None:
+        self._pool = pool
+
+    def __call__(self, exc: Exception) -> bool:
+        return bool(self._pool._classify(exc) & CONNECTION)
+
+    def __repr__(self) -> str:
+        return f"<{self._pool._driver.name} connection errors>"
+
+
+def default_breaker(pool: GuardedPool[Any]) -> CircuitBreaker:
+    """The circuit breaker a pool gets unless told otherwise.
+
+    It counts connection-level failures only (`is_connection_error`: refused, lost or
+    timed-out connections, shutdowns, too many connections); every other outcome, a
+    constraint violation as much as a success, shows the database is there. 5 consecutive
+    connection failures open it (Finagle's failure accrual); it lets a probe through after
+    an equal-jittered 0.5-1 s, doubling on each failed probe up to 5-10 s, so callers fail
+    fast during an outage and the pool notices the database's return within seconds.
+    """
+    return CircuitBreaker(
+        failure_threshold=_BREAKER_FAILURES,
+        recovery_backoff=_BREAKER_RECOVERY,
+        on=_ConnectionFailures(pool),
+        name=pool.name,
+        listeners=pool._listeners,
+    )

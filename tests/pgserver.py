@@ -1,7 +1,8 @@
 """A throwaway PostgreSQL server for tests and benchmarks: initdb + pg_ctl in a temp dir.
 
-The machine's own binaries are used (Debian puts them in ``/usr/lib/postgresql/<v>/bin``;
-``ASYNCRES_PG_BIN`` overrides, then ``pg_config --bindir`` and ``$PATH`` are tried). The
+The machine's own binaries are used (Debian puts them in ``/usr/lib/postgresql/<v>/bin``,
+else ``pg_config --bindir`` and ``$PATH`` are tried; ``ASYNCRES_PG_BIN`` names the directory
+and disables the search). The
 server listens on 127.0.0.1 only, on a free port, with its unix socket inside the temp dir.
 PostgreSQL refuses to run as root: when we are root the server runs as the ``postgres``
 system user (or a system user created for the purpose), and the temp dir is handed to it.
@@ -46,7 +47,10 @@ def find_bindir() -> Path | None:
     """The directory holding initdb/pg_ctl/postgres, or None."""
     candidates: list[str] = []
     if os.environ.get("ASYNCRES_PG_BIN"):
-        candidates.append(os.environ["ASYNCRES_PG_BIN"])
+        # An explicit choice is the only candidate (also how tests simulate a bare machine).
+        path = Path(os.environ["ASYNCRES_PG_BIN"])
+        found = all((path / tool).exists() for tool in ("initdb", "pg_ctl", "postgres"))
+        return path if found else None
     versioned = glob.glob("/usr/lib/postgresql/*/bin/initdb")
     versioned.sort(key=lambda p: _version_key(Path(p).parent.parent.name), reverse=True)
     candidates += [str(Path(p).parent) for p in versioned]

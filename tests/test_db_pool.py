@@ -999,11 +999,10 @@ async def test_a_missing_driver_names_the_extra_to_install(
             pass
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio"])
 @pytest.mark.parametrize("factory", ["sqlite", "postgres"])
-async def test_the_real_drivers_refuse_trio_clearly(factory: str, anyio_backend_name: str) -> None:
+async def test_the_real_drivers_refuse_trio_clearly(factory: str) -> None:
     """aiosqlite and asyncpg are asyncio-only: opening under trio says so."""
-    if anyio_backend_name != "trio":
-        pytest.skip("trio only")
     pool = getattr(asyncres.db, factory)("x.db" if factory == "sqlite" else "postgresql://")
     with pytest.raises(RuntimeError, match="asyncio only"):
         async with pool:

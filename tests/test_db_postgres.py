@@ -6,8 +6,12 @@ server of the test's own for real.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -476,3 +480,40 @@ async def test_ten_thousand_randomly_cancelled_operations_leak_nothing(
             rows = await count(conn)
     assert counts["ok"] <= rows <= counts["ok"] + counts["cut"]
     assert await server_sessions(postgres_dsn) == []
+
+
+def test_the_postgres_example_runs(postgres_dsn: str) -> None:
+    """examples/db_postgres.py (not standalone) runs against the test server."""
+    root = Path(__file__).resolve().parent.parent
+    pythonpath = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "db_postgres.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": pythonpath, "ASYNCRES_PG_DSN": postgres_dsn},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cancelled on the server" in result.stdout
+    assert "balances: [(1, 70), (2, 30)]" in result.stdout
+
+
+@pytest.mark.parametrize(("required", "outcome"), [("1", "1 error"), ("", "1 skipped")])
+def test_a_missing_server_fails_when_required(required: str, outcome: str) -> None:
+    """Without server binaries the PostgreSQL tests skip, or fail when CI requires them."""
+    root = Path(__file__).resolve().parent.parent
+    test = "tests/test_db_postgres.py::test_run_commits_and_connection_reads"
+    env = {**os.environ, "ASYNCRES_PG_BIN": "/nonexistent", "ASYNCRES_REQUIRE_POSTGRES": required}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+        env=env,
+    )
+    assert outcome in result.stdout, result.stdout
+    assert (result.returncode != 0) == bool(required)
+    if required:
+        assert "PostgreSQL is required (ASYNCRES_REQUIRE_POSTGRES=1)" in result.stdout

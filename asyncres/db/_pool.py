@@ -1031,7 +1031,17 @@ class _Checkout(Generic[C]):
         if breaker is not None:
             await breaker.__aenter__()
         try:
-            holder = await pool._acquire()
+            # The fast path, inline: a recently used idle connection.
+            idle = pool._idle
+            holder = idle[-1] if idle and pool._state == "open" else None
+            if holder is not None and (
+                pool.ping_after is None or pool._clock() - holder.last_used <= pool.ping_after
+            ):
+                idle.pop()
+                pool._in_use += 1
+                pool._acquired += 1
+            else:
+                holder = await pool._acquire()
             try:
                 if self._transaction:
                     await pool._driver.begin(holder.conn, remaining())
@@ -1060,7 +1070,15 @@ class _Checkout(Generic[C]):
         self._holder = None
         pool = self._pool
         try:
-            await pool._release(holder, exc)
+            if (
+                exc is None
+                and pool._state == "open"
+                and not pool._driver.needs_recovery(holder.conn)
+            ):
+                pool._driver.release(holder.conn)
+                pool._checkin(holder)  # the fast path
+            else:
+                await pool._release(holder, exc)
         finally:
             breaker = pool.breaker
             if breaker is not None:

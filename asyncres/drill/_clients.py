@@ -27,9 +27,12 @@ __all__ = ["CountingTransport", "naive_client", "protected_client"]
 
 Get = Callable[[str], Awaitable[httpx.Response]]
 
+#: Counters count per 1/TICKS of a second.
+TICKS = 10
+
 
 class CountingTransport(httpx.AsyncBaseTransport):
-    """Counts the requests sent through it, per whole second since ``started``."""
+    """Counts the requests sent through it, per tenth of a second since ``started``."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport, started: float) -> None:
         self.inner = inner
@@ -37,7 +40,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
         self.sent: Counter[int] = Counter()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent[int(time.monotonic() - self.started)] += 1
+        self.sent[int((time.monotonic() - self.started) * TICKS)] += 1
         return await self.inner.handle_async_request(request)
 
     async def __aenter__(self) -> CountingTransport:

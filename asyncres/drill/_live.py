@@ -44,6 +44,7 @@ class LiveView:
             "p50 ms",
             "p99 ms",
             "sent to backend",
+            "reached",
             "fast-fail",
             "abandoned by backend",
             "breaker",
@@ -51,7 +52,11 @@ class LiveView:
             table.add_column(column, justify="left" if column in ("client", "breaker") else "right")
         for name, row in snapshot["clients"].items():
             rate = row["success_rate"]
-            style = "" if rate is None else ("green" if rate >= 0.9 else "yellow" if rate >= 0.5 else "red")
+            style = (
+                ""
+                if rate is None
+                else ("green" if rate >= 0.9 else "yellow" if rate >= 0.5 else "red")
+            )
             table.add_row(
                 name,
                 str(row["done"]),
@@ -60,6 +65,7 @@ class LiveView:
                 "—" if row["p50"] is None else f"{row['p50'] * 1000:,.0f}",
                 "—" if row["p99"] is None else f"{row['p99'] * 1000:,.0f}",
                 str(row["sent"]),
+                str(row["reached"]),
                 str(row["rejected"]),
                 str(row["abandoned"]),
                 row["breaker"] if name == "protected" else "(none)",

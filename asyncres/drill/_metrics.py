@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._clients import TICKS
 from ._scenario import Scenario
 
 __all__ = ["Outcome", "Recorder", "summarize"]
@@ -75,7 +76,9 @@ def summarize(
 ) -> dict[str, Any]:
     """Per phase and per second, for each client; then the verdict."""
     duration = scenario.duration
-    seconds = math.ceil(duration)
+    # Half-second points for short drills, seconds for long ones.
+    step = 0.5 if duration <= 20 else 1.0
+    points = math.ceil(duration / step)
     clients: dict[str, Any] = {}
     for name, recorder in recorders.items():
         phases = {}
@@ -88,18 +91,20 @@ def summarize(
                 _window(abandoned[name], start, end),
             ) | {"start": start, "end": end, "faults": phase.faults.describe()}
         timeline = []
-        for second in range(seconds):
-            bucket = [s for s in recorder.samples if second <= s[0] < second + 1]
+        for index in range(points):
+            lo, hi = index * step, (index + 1) * step
+            bucket = [s for s in recorder.samples if lo <= s[0] < hi]
             ok = sum(1 for s in bucket if s[2] == OK)
             timeline.append(
                 {
-                    "t": second,
+                    "t": lo,
+                    "step": step,
                     "offered": len(bucket),
                     "success_rate": round(ok / len(bucket), 4) if bucket else None,
                     "p50_ms": _ms(percentile([s[1] for s in bucket], 0.5)),
                     "p99_ms": _ms(percentile([s[1] for s in bucket], 0.99)),
-                    "sent_to_backend": sent[name][second],
-                    "reached_backend": reached[name][second],
+                    "sent_to_backend": _window(sent[name], lo, hi),
+                    "reached_backend": _window(reached[name], lo, hi),
                 }
             )
         totals = _stats(
@@ -118,7 +123,9 @@ def summarize(
 
 
 def _window(counter: Counter[int], start: float, end: float) -> int:
-    return sum(n for second, n in counter.items() if start <= second < end)
+    """Sum of a per-tick counter over [start, end) seconds."""
+    lo, hi = round(start * TICKS), round(end * TICKS)
+    return sum(n for tick, n in counter.items() if lo <= tick < hi)
 
 
 def verdict(

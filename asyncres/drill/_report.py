@@ -44,12 +44,14 @@ def write_chart(report: dict[str, Any], folder: Path) -> Path:
     offered = None
     for name, data in report["clients"].items():
         timeline = data["timeline"]
-        t = [row["t"] + 0.5 for row in timeline]
+        t = [row["t"] + row["step"] / 2 for row in timeline]
         colour = COLOURS.get(name)
         success.plot(t, [_nan(row["success_rate"]) for row in timeline], color=colour, label=name)
         latency.plot(t, [_nan(row["p99_ms"]) for row in timeline], color=colour, label=name)
-        load.plot(t, [row["sent_to_backend"] for row in timeline], color=colour, label=name)
-        offered = [row["offered"] for row in timeline]
+        load.plot(
+            t, [row["sent_to_backend"] / row["step"] for row in timeline], color=colour, label=name
+        )
+        offered = [row["offered"] / row["step"] for row in timeline]
     if offered is not None:
         load.plot(t, offered, color="black", linestyle="--", linewidth=1, label="offered")
     success.set_ylabel("success rate")
@@ -76,7 +78,11 @@ def summary_table(report: dict[str, Any]) -> Any:
     """A rich Table: one row per phase and client."""
     from rich.table import Table
 
-    table = Table(title="asyncres drill — per phase", title_justify="left")
+    table = Table(
+        title="asyncres drill — per phase (sent/offered: load on the backend; reached: "
+        "requests the service saw; abandoned: work it stopped when the client's budget ran out)",
+        title_justify="left",
+    )
     for column, justify in [
         ("phase", "left"),
         ("client", "left"),
@@ -86,7 +92,8 @@ def summary_table(report: dict[str, Any]) -> Any:
         ("p50 ms", "right"),
         ("p99 ms", "right"),
         ("sent/offered", "right"),
-        ("abandoned by backend", "right"),
+        ("reached", "right"),
+        ("abandoned", "right"),
     ]:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for phase in report["phases"]:
@@ -101,6 +108,7 @@ def summary_table(report: dict[str, Any]) -> Any:
                 _num(row["p50_ms"]),
                 _num(row["p99_ms"]),
                 "—" if row["amplification"] is None else f"{row['amplification']:.2f}x",
+                str(row["reached_backend"]),
                 str(row["backend_abandoned"]),
             )
         table.add_section()

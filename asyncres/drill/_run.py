@@ -8,7 +8,6 @@ import random
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import asyncres
 from asyncres import chaos
 
 from ._clients import Get, naive_client, protected_client
-from ._metrics import FAILED, OK, REJECTED, UNFINISHED, Recorder, summarize
+from ._metrics import FAILED, OK, REJECTED, UNFINISHED, Recorder, _window, summarize
 from ._scenario import Faults, Scenario
 from ._service import Backend, DrillService, create_schema
 
@@ -116,11 +115,8 @@ async def run_drill(
     on_tick: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the drill and return its report (a JSON-ready dict)."""
-    scenario = config.scenario
     with tempfile.TemporaryDirectory(prefix="asyncres-drill-") as tmp:
-        backends = {
-            name: Backend(name=name, database=Path(tmp) / f"{name}.db") for name in CLIENTS
-        }
+        backends = {name: Backend(name=name, database=Path(tmp) / f"{name}.db") for name in CLIENTS}
         with _ServiceThread(backends, config.seed) as service:
             upstream = ("127.0.0.1", service.port)
             async with (
@@ -159,17 +155,23 @@ async def _drive(
                 await stack.enter_async_context(client)
             async with anyio.create_task_group() as tg:
                 schedule_done = anyio.Event()
-                tg.start_soon(_schedule, scenario, backends, proxies, started, phase_name,
-                              schedule_done)
+                tg.start_soon(
+                    _schedule, scenario, backends, proxies, started, phase_name, schedule_done
+                )
                 for name in CLIENTS:
                     rng = random.Random(f"{config.seed}:{name}")
-                    tg.start_soon(
-                        _traffic, clients[name][1], recorders[name], config, started, rng
-                    )
+                    tg.start_soon(_traffic, clients[name][1], recorders[name], config, started, rng)
                 if on_tick is not None:
                     tg.start_soon(
-                        _ticker, on_tick, scenario, recorders, counters, backends, phase_name,
-                        started, schedule_done,
+                        _ticker,
+                        on_tick,
+                        scenario,
+                        recorders,
+                        counters,
+                        backends,
+                        phase_name,
+                        started,
+                        schedule_done,
                     )
     finally:
         asyncres.set_listeners(*previous)
@@ -303,7 +305,7 @@ async def _ticker(
             samples = [s for s in recorder.samples if start <= s[0] < end]
             ok = sum(1 for s in samples if s[2] == OK)
             latencies = sorted(s[1] for s in samples)
-            sent = sum(n for sec, n in counters[client].sent.items() if start <= sec < end)
+            sent = _window(counters[client].sent, start, end)
             snapshot["clients"][client] = {
                 "done": len(samples),
                 "in_flight": recorder.in_flight,
@@ -311,11 +313,10 @@ async def _ticker(
                 "p50": latencies[len(latencies) // 2] if latencies else None,
                 "p99": latencies[int(len(latencies) * 0.99)] if latencies else None,
                 "sent": sent,
+                "reached": _window(backends[client].reached, start, end),
                 "rejected": sum(1 for s in samples if s[2] == REJECTED),
                 "breaker": recorder.breaker[-1][1] if recorder.breaker else "closed",
-                "abandoned": sum(
-                    n for sec, n in backends[client].abandoned.items() if start <= sec < end
-                ),
+                "abandoned": _window(backends[client].abandoned, start, end),
             }
         on_tick(snapshot)
         if schedule_done.is_set() and all(r.in_flight == 0 for r in recorders.values()):

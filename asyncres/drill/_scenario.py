@@ -125,7 +125,14 @@ def scenario_from_dict(data: dict[str, Any]) -> Scenario:
         if not isinstance(name, str) or not name:
             raise ValueError(f"`phase[{index}].name` must be a non-empty string")
         duration = _validation.positive(f"phase[{index}].duration", raw.pop("duration", 0))
-        unknown = set(raw) - {"latency", "jitter", "error_period", "retry_after", "outage", "slow_db"}
+        unknown = set(raw) - {
+            "latency",
+            "jitter",
+            "error_period",
+            "retry_after",
+            "outage",
+            "slow_db",
+        }
         if unknown:
             raise ValueError(f"`phase[{index}]` has unknown keys: {sorted(unknown)}")
         for key in ("latency", "jitter", "error_period", "slow_db"):

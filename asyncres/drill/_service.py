@@ -25,6 +25,7 @@ import anyio
 
 import asyncres
 
+from ._clients import TICKS
 from ._scenario import Faults
 
 __all__ = ["Backend", "DrillService"]
@@ -49,7 +50,7 @@ class Backend:
     phase_started: float = 0.0
     #: ``time.monotonic()`` when the drill began (the clock both threads share).
     started: float = 0.0
-    #: Requests that reached the service, per whole second since the drill began.
+    #: Requests that reached the service, per tenth of a second since the drill began.
     reached: Counter[int] = field(default_factory=Counter)
     #: Requests abandoned by the service when the client's budget ran out.
     abandoned: Counter[int] = field(default_factory=Counter)
@@ -73,7 +74,7 @@ class DrillService:
             await _reply(send, 404, {"error": "unknown client"})
             return
         now = time.monotonic()  # shared with the drill's thread
-        second = int(now - backend.started)
+        second = int((now - backend.started) * TICKS)
         backend.reached[second] += 1
         backend.in_flight += 1
         backend.max_in_flight = max(backend.max_in_flight, backend.in_flight)
@@ -169,7 +170,10 @@ def _item_id(path: str) -> int:
 
 
 async def _reply(
-    send: Send, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    payload: dict[str, Any],
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     body = json.dumps(payload).encode()
     await send(

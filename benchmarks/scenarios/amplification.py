@@ -329,6 +329,17 @@ def _brownout_reading(results: dict[float, dict[str, Outcome]]) -> list[str]:
         "50 %. asyncres sits just under that bound." + detail
     )
     high = results.get(0.5, {})
+    adapter = high.get("asyncres.httpx `ResilientTransport()` defaults")
+    baseline = high.get("no retry (baseline)")
+    if adapter is not None and baseline is not None:
+        lines.append(
+            f"**The httpx adapter's defaults lose worst at 50 %**: its per-host breaker "
+            f"(`failure_rate=0.5`) reads the brownout as an outage and opens, so only "
+            f"{pct(adapter.success_rate)} succeed — fewer than with no retry at all "
+            f"({pct(baseline.success_rate)}) — at {adapter.amplification:.2f} × the load. That "
+            "is what a 50 % threshold means, but a user should know it: raise the breaker's "
+            "`failure_rate` where partial brownouts are expected."
+        )
     proto_low = low.get("asyncres + refund of successful retries (prototype)")
     proto_high = high.get("asyncres + refund of successful retries (prototype)")
     ours50 = high.get("asyncres `Retry` defaults")

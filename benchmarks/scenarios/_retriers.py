@@ -26,8 +26,9 @@ def asyncres_defaults(dependency: Any) -> Any:
 def asyncres_httpx_defaults(transport: Any) -> Any:
     # asyncres.httpx.standard_policy(): total 30 s, 3 attempts, FullJitter(0.5, 10),
     # a RetryBudget, a CircuitBreaker and a Bulkhead per host, attempt timeout 10 s.
-    import asyncres.httpx
     import httpx
+
+    import asyncres.httpx
 
     return httpx.AsyncClient(transport=asyncres.httpx.ResilientTransport(transport))
 

@@ -44,7 +44,7 @@ from . import _validation
 from ._backoff import Backoff
 from ._clock import Clock, resolve_clock
 from ._events import CallRejected, CircuitClosed, CircuitHalfOpened, CircuitOpened, Listener, emit
-from ._exceptions import CircuitOpenError
+from ._exceptions import CircuitOpenError, RejectedError
 from ._matching import ErrorFilter, matcher
 from ._policy import PolicyFaces
 
@@ -299,7 +299,9 @@ class CircuitBreaker(PolicyFaces):
 
     **What counts.** An exception matched by ``on`` and not by ``exclude`` is a failure;
     any other exception counts as a success for the window and propagates unchanged.
-    `CircuitOpenError` from an inner breaker counts as nothing. Cancellation is never
+    A `RejectedError` from an inner layer (`CircuitOpenError` from another breaker,
+    `BulkheadFullError` from a bulkhead inside this breaker) counts as nothing: the call
+    never reached the dependency. Cancellation is never
     counted and frees the probe slot. A call is slow when it takes longer than
     ``slow_call_duration`` seconds (measured only when set); a slow probe counts as failed.
 
@@ -661,8 +663,10 @@ class CircuitBreaker(PolicyFaces):
 
     def _complete(self, probe: int, exc: Exception | None, start: float | None) -> None:
         """Record the outcome of a call that returned (``exc is None``) or raised ``exc``."""
-        if isinstance(exc, CircuitOpenError):
-            self._abandon(probe)  # an inner breaker rejected the call: it never ran
+        if isinstance(exc, RejectedError):
+            # An inner breaker, bulkhead or pool refused the call: it never reached the
+            # dependency, so it says nothing about the dependency's health.
+            self._abandon(probe)
             return
         failed = exc is not None and self._is_failure(exc)
         now: float | None = None

@@ -50,6 +50,9 @@ class RetryBudget:
     larger of the two (Envoy's "20 % of requests, at least N"). A busy client therefore
     never exceeds ``1 + ratio`` times its offered load, even during a total outage.
 
+    A retry that succeeds is refunded (`refund`): the budget bounds *failed* retries, the
+    wasted work of an outage, and lets retries ride out brief, partial failures.
+
     Share one budget between every `Retry` that calls the same dependency. It is not
     thread-safe: use it from one event loop (as anyio primitives are).
     """
@@ -114,6 +117,19 @@ class RetryBudget:
             return True
         self._refused += 1
         return False
+
+    def refund(self) -> None:
+        """Give back one withdrawal: the retry it paid for succeeded.
+
+        `Retry` calls this when an attempt after the first succeeds, so that the budget
+        bounds the retries that *fail* (the wasted work an outage causes), while retries
+        that ride out a brief blip cost nothing (gRPC's throttling credits successes too).
+        """
+        if self._withdraw_total <= 0:
+            return  # the withdrawal has already left the window
+        self._advance()
+        self._withdrawals[self._slice % _SLICES] -= 1  # type: ignore[operator]
+        self._withdraw_total -= 1
 
     def statistics(self) -> RetryBudgetStatistics:
         """Counts over the current window (reads the clock)."""

@@ -213,6 +213,8 @@ class Retry(PolicyFaces):
                     error: Exception | None = exc
                 else:
                     if on_result is None or not on_result(result):
+                        if budget is not None and state.attempt > 1:
+                            budget.refund()  # the retry paid off
                         return result
                     error = None
             else:
@@ -362,6 +364,9 @@ class Attempt:
             self._scope.__exit__(exc_type, exc, tb)
         if exc is None:
             attempts._done = True
+            budget = attempts.retry.budget
+            if budget is not None and self.number > 1:
+                budget.refund()  # the retry paid off
             return False
         if not isinstance(exc, Exception):
             attempts._done = True

@@ -444,6 +444,22 @@ async def test_inner_breaker_rejections_are_not_counted_by_the_outer() -> None:
     assert service.calls == 0
 
 
+async def test_inner_bulkhead_rejections_are_not_counted() -> None:
+    """A full bulkhead inside the breaker says nothing about the dependency: not a failure."""
+    breaker = asyncres.CircuitBreaker(failure_threshold=1, recovery_time=1.0)
+    bulkhead = asyncres.Bulkhead(max_concurrent=1)
+    service = Service()
+    service.delay = 5.0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(breaker.call, bulkhead.call, service)
+        await anyio.wait_all_tasks_blocked()
+        for _ in range(3):
+            with pytest.raises(asyncres.BulkheadFullError):
+                await breaker.call(bulkhead.call, service)
+    stats = breaker.statistics()
+    assert (stats.state, stats.failures, stats.consecutive_failures) == (CircuitState.CLOSED, 0, 0)
+
+
 # -- concurrency, faces -------------------------------------------------------------------------
 
 

@@ -174,3 +174,38 @@ async def test_shared_budget_spans_retry_objects() -> None:
         with pytest.raises(ConnectionError):
             await retry.call(down)
     assert attempts == 2 + 5  # two first attempts, five retries in all
+
+
+def test_refund_returns_a_withdrawal() -> None:
+    """A refunded retry is available again; refunds never go below zero."""
+    budget = asyncres.RetryBudget(ratio=0.0, min_per_second=0.1, ttl=10.0, clock=FakeClock())
+    assert budget.try_withdraw()
+    assert not budget.try_withdraw()
+    budget.refund()
+    assert budget.try_withdraw()
+    budget.refund()
+    budget.refund()  # nothing left to refund: ignored
+    assert budget.statistics().withdrawals == 0
+
+
+@pytest.mark.anyio
+async def test_successful_retries_are_refunded() -> None:
+    """Retries that succeed cost no budget; only failed retries use it up."""
+    budget = asyncres.RetryBudget(ratio=0.0, min_per_second=0.1, ttl=10.0)  # one retry
+    retry = asyncres.Retry(on=ConnectionError, attempts=2, budget=budget)
+    for _ in range(5):  # each call fails once and succeeds on its retry
+        failed = False
+
+        async def blip() -> str:
+            nonlocal failed
+            if not failed:
+                failed = True
+                raise ConnectionError
+            return "ok"
+
+        assert await retry.call(blip) == "ok"
+    async for attempt in retry.attempts():
+        with attempt:
+            if attempt.number == 1:
+                raise ConnectionError
+    assert budget.statistics().withdrawals == 0

@@ -21,9 +21,11 @@ from asyncio import CancelledError, Handle, Task
 from asyncio import current_task as _current_task
 from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable, Iterable
-from contextvars import ContextVar, Token
+from contextvars import Context, ContextVar, Token
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from weakref import WeakKeyDictionary
+from weakref import ref as _weakref
 
 import anyio
 
@@ -45,9 +47,12 @@ P = ParamSpec("P")
 _INF = math.inf
 
 # The innermost asyncres scope entered in this context (asyncio only).
-_current_scope: ContextVar[DeadlineScope | None] = ContextVar("asyncres_deadline", default=None)
+_current_scope: ContextVar[DeadlineScope | AdvisoryDeadline | None] = ContextVar(
+    "asyncres_deadline", default=None
+)
 
 _trio: ModuleType | None = None
+_NO_CONTEXT = Context()
 
 _anyio_task_states: Any
 try:
@@ -56,6 +61,17 @@ try:
     from anyio._backends._asyncio import _task_states as _anyio_task_states
 except ImportError:  # pragma: no cover - anyio internals moved
     _anyio_task_states = None
+
+
+def _anyio_state(task: Task[Any]) -> Any:
+    """``_anyio_task_states.get(task)`` without the WeakKeyDictionary method's overhead."""
+    return _anyio_states_data.get(_weakref(task))
+
+
+if _anyio_task_states is not None and isinstance(_anyio_task_states, WeakKeyDictionary):
+    _anyio_states_data = getattr(_anyio_task_states, "data")  # noqa: B009 - untyped internal
+else:  # pragma: no cover - anyio internals changed shape
+    _anyio_state = _anyio_task_states.get if _anyio_task_states is not None else None  # type: ignore[assignment]
 
 # How often an expired deadline re-checks whether a shielded anyio scope has ended.
 _SHIELD_POLL_SECONDS = 0.001
@@ -100,8 +116,8 @@ class DeadlineScope:
     # Only what every path reads is set here: this object is made on every call.
     _task: Task[Any] | None
     _handle: Handle | None
-    _parent: DeadlineScope | None
-    _token: Token[DeadlineScope | None] | None
+    _parent: DeadlineScope | AdvisoryDeadline | None
+    _token: Token[DeadlineScope | AdvisoryDeadline | None] | None
     _trio_scope: _trio_type.CancelScope | None
     _cover: float
     _cancelling: int
@@ -153,13 +169,14 @@ class DeadlineScope:
             # No enclosing scope of this task fires first: arm our own timer. A deadline
             # already due goes to the ready queue now, ahead of the body's next step.
             self._cancelling = task.cancelling()
+            # An empty context: the callback needs none, and copying the caller's costs.
             if at > now:
-                self._handle = loop.call_at(at, self._fire)  # type: ignore[union-attr]
+                self._handle = loop.call_at(at, self._fire, context=_NO_CONTEXT)  # type: ignore[union-attr]
             else:
-                self._handle = loop.call_soon(self._fire)  # type: ignore[union-attr]
+                self._handle = loop.call_soon(self._fire, context=_NO_CONTEXT)  # type: ignore[union-attr]
             cover = at
         if _anyio_task_states is not None:
-            state = _anyio_task_states.get(task)
+            state = _anyio_state(task)
             self._anyio_scope = state.cancel_scope if state is not None else None
         self._cover = cover
         self._task = task
@@ -182,7 +199,7 @@ class DeadlineScope:
         """Is the task inside a shielded anyio scope entered within this deadline scope?"""
         if _anyio_task_states is None:
             return False
-        state = _anyio_task_states.get(task)
+        state = _anyio_state(task)
         if state is None:
             return False
         scope = state.cancel_scope
@@ -250,6 +267,52 @@ class DeadlineScope:
             raise TimeoutExceededError(self._relative) from exc
 
 
+class AdvisoryDeadline:
+    """A deadline that every layer reads through `remaining()` but that cancels nothing.
+
+    For callers that bound every blocking step themselves with tighter cancel scopes (the
+    httpx adapter: its per-attempt scope is ``min(attempt timeout, what is left)``, and
+    Retry never waits past `remaining()`), so that a total timeout costs no timer of its
+    own. Internal; not a substitute for `timeout()` in general.
+    """
+
+    __slots__ = ("_anyio_scope", "_cover", "_deadline", "_parent", "_task", "_token")
+
+    _parent: DeadlineScope | AdvisoryDeadline | None
+    _task: Task[Any] | None
+    _token: Token[Any] | None
+    _anyio_scope: object
+
+    def __init__(self, seconds: float) -> None:
+        self._deadline = seconds  # relative until entered
+        self._token = None
+
+    def __enter__(self) -> Self:
+        loop = _get_running_loop()
+        task = _current_task(loop) if loop is not None else None
+        parent = _current_scope.get()
+        if task is None:
+            trio = _trio or _trio_module()
+            self._deadline = trio.current_time() + self._deadline
+            self._cover = _INF
+        else:
+            self._deadline = loop.time() + self._deadline  # type: ignore[union-attr]
+            # It fires nothing, so it covers nothing: inner scopes arm their own timers.
+            self._cover = parent._cover if parent is not None and parent._task is task else _INF
+            if _anyio_task_states is not None:
+                state = _anyio_state(task)
+                self._anyio_scope = state.cancel_scope if state is not None else None
+        self._task = task
+        self._parent = parent
+        self._token = _current_scope.set(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _current_scope.reset(self._token)
+            self._token = None
+
+
 def timeout(seconds: float) -> DeadlineScope:
     """Cancel the block after ``seconds``; raise `TimeoutExceededError` if that happens.
 
@@ -286,22 +349,63 @@ def remaining() -> float | None:
     task = _current_task(loop) if loop is not None else None
     if task is not None:
         now = loop.time()  # type: ignore[union-attr]
-        at = anyio.current_effective_deadline()
+        at = _asyncio_deadline(task)
+    else:
+        trio = _trio or _trio_module()
+        now = trio.current_time()
+        at = trio.current_effective_deadline()
+        # On trio only advisory deadlines live in the context variable.
         scope = _current_scope.get()
         while scope is not None:
-            if scope._task is task and scope._inside_anyio_shield(task):
-                break  # a shield entered inside this scope hides it and all outer ones
-            # A scope inherited by a task spawned from inside it may have ended already.
             if scope._token is not None and scope._deadline < at:
                 at = scope._deadline
             scope = scope._parent
-    else:
-        trio = _trio_module()
-        now = trio.current_time()
-        at = trio.current_effective_deadline()
     if at == _INF:
         return None
     return max(0.0, at - now)
+
+
+def _asyncio_deadline(task: Task[Any]) -> float:
+    """The tightest deadline over this task's anyio scopes and asyncres scopes."""
+    if _anyio_task_states is None:  # pragma: no cover - anyio internals moved
+        at = anyio.current_effective_deadline()
+        shield = None
+    else:
+        # anyio's own chain, read directly (anyio.current_effective_deadline() is ~2 us).
+        at = _INF
+        shield = None
+        state = _anyio_state(task)
+        cancel_scope = state.cancel_scope if state is not None else None
+        while cancel_scope is not None:
+            if cancel_scope._cancel_called:
+                return -_INF
+            if cancel_scope._deadline < at:
+                at = cancel_scope._deadline
+            if cancel_scope._shield:
+                shield = cancel_scope
+                break
+            cancel_scope = cancel_scope._parent_scope
+    scope = _current_scope.get()
+    if scope is None:
+        return at
+    visible: set[int] | None = None
+    if shield is not None:
+        # Only asyncres scopes entered inside the shield still apply.
+        visible = set()
+        inner = state.cancel_scope
+        while inner is not None:
+            visible.add(id(inner))
+            if inner is shield:
+                break
+            inner = inner._parent_scope
+    while scope is not None:
+        if visible is not None and scope._task is task and id(scope._anyio_scope) not in visible:
+            break  # entered outside the shield: hidden, as are all outer ones
+        # A scope inherited by a task spawned from inside it may have ended already.
+        if scope._token is not None and scope._deadline < at:
+            at = scope._deadline
+        scope = scope._parent
+    return at
 
 
 class Timeout(PolicyFaces):

@@ -7,7 +7,6 @@ refuses. Delays are kept short (50-200 ms) and every test is bounded.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import statistics
 import time
@@ -43,17 +42,7 @@ from asyncres.chaos import (
 if TYPE_CHECKING:
     from servers import RunningServer
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    """Real clocks here: a virtual clock would race ahead of real network I/O."""
-    if request.param == "asyncio":
-        # An explicit loop factory: with anyio's default one, a loop is left unclosed at the
-        # end of the session, which the strict warning filter turns into a failure.
-        return ("asyncio", {"loop_factory": asyncio.new_event_loop})
-    return ("trio", {})
+pytestmark = [pytest.mark.anyio, pytest.mark.real_clock]
 
 
 Handler = Callable[[SocketStream], Awaitable[None]]

@@ -1,0 +1,556 @@
+"""httpx adapter: `ResilientTransport`, resilience for every request of an ``AsyncClient``.
+
+```python
+client = httpx.AsyncClient(transport=asyncres.httpx.ResilientTransport())
+```
+
+Each request goes through the HTTP-tuned policy built by `standard_policy()`::
+
+    total timeout → Retry → [Hedge] → per-host CircuitBreaker → per-host Bulkhead
+                  → attempt timeout → the inner transport
+
+httpx is imported when this module is imported (never by ``import asyncres``). The
+``httpx2`` fork, which has the same API under another name, works too: pass one of its
+transports as ``transport=`` (or ``httpx_module=httpx2``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+try:
+    import httpx
+except ImportError:  # pragma: no cover - only the httpx2 fork is installed
+    import httpx2 as httpx  # type: ignore[no-redef]
+
+import anyio
+
+from . import _validation
+from ._backoff import Backoff, FullJitter
+from ._breaker import CircuitBreaker
+from ._budget import RetryBudget
+from ._bulkhead import Bulkhead
+from ._deadline import AdvisoryDeadline, DeadlineScope, remaining
+from ._events import Listener
+from ._exceptions import TimeoutExceededError
+from ._hedge import Hedge
+from ._policy import Policy
+from ._retry import Retry
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "RETRY_STATUSES",
+    "HttpPolicy",
+    "ResilientTransport",
+    "RetryableStatusError",
+    "is_retryable",
+    "parse_retry_after",
+    "standard_policy",
+]
+
+#: Methods that are safe to send twice (RFC 9110 §9.2.2).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+#: Statuses worth retrying for idempotent requests.
+RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
+
+_MARK = "_asyncres_retryable"
+_INF = math.inf
+
+
+class RetryableStatusError(Exception):
+    """A response whose status counts as a failure, carried through the policy layers.
+
+    Raised inside the transport so that breakers count it and `Retry` can retry it; the
+    transport turns it back into the response before the caller sees anything. With your
+    own pipeline, include it in your Retry's ``on`` (or use `is_retryable`).
+    ``retry_after`` is the server's ``Retry-After`` in seconds, if any.
+    """
+
+    __module__ = "asyncres.httpx"
+
+    def __init__(self, response: Any, retry_after: float | None, url: object = None) -> None:
+        self.response = response
+        self.retry_after = retry_after
+        where = f" from {url}" if url is not None else ""
+        super().__init__(f"HTTP {response.status_code}{where}")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether the adapter classified this failure as safe to retry for its request.
+
+    Connect errors and connect/pool timeouts (the request never left) are retryable for any
+    method; read errors and the statuses in ``retry_statuses`` only for idempotent requests
+    (or any carrying ``Idempotency-Key``). Requests with a streaming body that cannot be
+    replayed are never retried. Rejections by an open breaker or a full bulkhead are not
+    retried either: the caller fails fast instead of waiting for a recovery.
+    """
+    return bool(getattr(exc, _MARK, False))
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds: delta-seconds or an HTTP date; ``None`` if absent or bad.
+
+    Negative or past values give ``0.0``. ``now`` is the wall-clock time (for tests).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+_DEFAULT_BACKOFF = FullJitter(base=0.5, cap=10.0)
+
+
+def _default_breaker(host: str) -> CircuitBreaker:
+    return CircuitBreaker(
+        failure_rate=0.5,
+        window=30.0,
+        min_calls=20,
+        recovery_time=5.0,
+        half_open_max_calls=1,
+        name=f"http {host}",
+    )
+
+
+def _default_bulkhead(host: str) -> Bulkhead:
+    return Bulkhead(max_concurrent=100, max_queued=200, name=f"http {host}")
+
+
+@dataclass(frozen=True)
+class HttpPolicy:
+    """The HTTP-tuned policy of a `ResilientTransport` (build it with `standard_policy`).
+
+    Per-host objects (breaker, bulkhead, retry budget) are made on first use by the
+    factories, which receive the host key (``"https://example.com:443"``).
+    """
+
+    __module__ = "asyncres.httpx"
+
+    total_timeout: float | None = 30.0
+    attempt_timeout: float | None = 10.0
+    attempts: int = 3
+    backoff: Backoff = _DEFAULT_BACKOFF
+    budget: Callable[[str], RetryBudget | None] | None = field(default=lambda host: RetryBudget())
+    breaker: Callable[[str], CircuitBreaker] | None = _default_breaker
+    bulkhead: Callable[[str], Bulkhead] | None = _default_bulkhead
+    retry_statuses: frozenset[int] = RETRY_STATUSES
+    failure_statuses: frozenset[int] = frozenset({408, 429, *range(500, 600)})
+    max_retry_after: float = 60.0
+    hedge_delay: float | None = None
+    listeners: tuple[Listener, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("total_timeout", "attempt_timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                _validation.positive(name, value)
+        if (
+            self.total_timeout is not None
+            and self.attempt_timeout is not None
+            and self.attempt_timeout > self.total_timeout
+        ):
+            raise ValueError(
+                f"`attempt_timeout` ({self.attempt_timeout!r}) must not exceed "
+                f"`total_timeout` ({self.total_timeout!r})"
+            )
+        _validation.count("attempts", self.attempts, minimum=1)
+        _validation.non_negative("max_retry_after", self.max_retry_after)
+        if self.hedge_delay is not None:
+            _validation.non_negative("hedge_delay", self.hedge_delay)
+        for name in ("retry_statuses", "failure_statuses"):
+            statuses = getattr(self, name)
+            if not all(isinstance(s, int) and 100 <= s <= 599 for s in statuses):
+                raise ValueError(f"`{name}` must be HTTP status codes, got {statuses!r}")
+        if not callable(getattr(self.backoff, "delays", None)):
+            raise ValueError(f"`backoff` must have a delays() method, got {self.backoff!r}")
+
+
+def standard_policy(
+    *,
+    total_timeout: float | None = 30.0,
+    attempt_timeout: float | None = 10.0,
+    attempts: int = 3,
+    backoff: Backoff | None = None,
+    budget: Callable[[str], RetryBudget | None] | None = None,
+    breaker: Callable[[str], CircuitBreaker] | bool | None = True,
+    bulkhead: Callable[[str], Bulkhead] | bool | None = True,
+    retry_statuses: Iterable[int] = RETRY_STATUSES,
+    failure_statuses: Iterable[int] | None = None,
+    max_retry_after: float = 60.0,
+    hedge_delay: float | None = None,
+    listeners: Iterable[Listener] = (),
+) -> HttpPolicy:
+    """Build the HTTP-tuned policy; every argument has a documented default.
+
+    ``breaker`` / ``bulkhead``: ``True`` for the defaults, ``False``/``None`` to leave the
+    layer out, or a factory ``(host) -> CircuitBreaker`` / ``(host) -> Bulkhead``.
+    ``budget``: a factory ``(host) -> RetryBudget | None`` (default: one `RetryBudget()`
+    per host). ``hedge_delay``: seconds after which an idempotent attempt is hedged.
+    """
+    return HttpPolicy(
+        total_timeout=total_timeout,
+        attempt_timeout=attempt_timeout,
+        attempts=attempts,
+        backoff=backoff if backoff is not None else _DEFAULT_BACKOFF,
+        budget=budget if budget is not None else (lambda host: RetryBudget()),
+        breaker=_default_breaker if breaker is True else (breaker or None),
+        bulkhead=_default_bulkhead if bulkhead is True else (bulkhead or None),
+        retry_statuses=frozenset(retry_statuses),
+        failure_statuses=(
+            frozenset(failure_statuses)
+            if failure_statuses is not None
+            else frozenset({408, 429, *range(500, 600)})
+        ),
+        max_retry_after=max_retry_after,
+        hedge_delay=hedge_delay,
+        listeners=tuple(listeners),
+    )
+
+
+class _Host:
+    """Per-host state: the layers that keep state between requests."""
+
+    __slots__ = ("breaker", "bulkhead", "hedge", "retry")
+
+    def __init__(self, key: str, policy: HttpPolicy, retryable: Callable[[Exception], bool]):
+        self.hedge = (
+            Hedge(delay=policy.hedge_delay, on=retryable, name=f"http {key}")
+            if policy.hedge_delay is not None
+            else None
+        )
+        self.breaker = policy.breaker(key) if policy.breaker is not None else None
+        self.bulkhead = policy.bulkhead(key) if policy.bulkhead is not None else None
+        budget = policy.budget(key) if policy.budget is not None else None
+        self.retry = Retry(
+            on=retryable,
+            attempts=policy.attempts,
+            backoff=policy.backoff,
+            budget=budget,
+            name=f"http {key}",
+            listeners=policy.listeners,
+        )
+
+
+class ResilientTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that wraps another with timeouts, retries, breakers, bulkheads.
+
+    ``policy`` is an `HttpPolicy` (default: `standard_policy()`) or any asyncres `Policy`
+    (e.g. your own `Pipeline`), which then runs around each request as given: responses
+    with a status in ``retry_statuses`` reach it as `RetryableStatusError` so your Retry
+    can handle them (``on=asyncres.httpx.is_retryable``).
+
+    ``deadline_header`` carries the remaining budget to the server (seconds, millisecond
+    precision; ``None`` to send nothing). ``idempotency_keys=True`` adds an
+    ``Idempotency-Key`` to POST/PATCH requests so that they become retryable. Response
+    bodies whose ``Content-Length`` is at most ``buffer_limit`` bytes are read inside the
+    attempt, so a connection dropped mid-body is retried like any read error; larger or
+    chunked bodies stream through untouched (``0`` disables). ``max_hosts`` bounds the
+    per-host state (least recently used hosts are forgotten).
+    """
+
+    __module__ = "asyncres.httpx"
+
+    def __init__(
+        self,
+        transport: Any | None = None,
+        *,
+        policy: HttpPolicy | Policy | None = None,
+        deadline_header: str | None = "Request-Timeout",
+        idempotency_keys: bool = False,
+        buffer_limit: int = 1_048_576,
+        max_hosts: int = 1024,
+        httpx_module: ModuleType | None = None,
+    ) -> None:
+        self._x = httpx_module or _module_of(transport) or httpx
+        self._inner = transport if transport is not None else self._x.AsyncHTTPTransport()
+        if policy is None:
+            policy = standard_policy()
+        elif not isinstance(policy, HttpPolicy) and not callable(getattr(policy, "execute", None)):
+            raise ValueError(f"`policy` must be an HttpPolicy or a Policy, got {policy!r}")
+        self.policy = policy
+        if deadline_header is not None and not deadline_header.strip():
+            raise ValueError("`deadline_header` must be a header name or None")
+        self.deadline_header = deadline_header
+        self.idempotency_keys = idempotency_keys
+        self.buffer_limit = _validation.count("buffer_limit", buffer_limit, minimum=0)
+        self.max_hosts = _validation.count("max_hosts", max_hosts, minimum=1)
+        self._hosts: OrderedDict[tuple[str, bytes, int | None], _Host] = OrderedDict()
+        x = self._x
+        # Failures where the request certainly never reached the server.
+        self._never_sent: tuple[type[BaseException], ...] = (
+            x.ConnectError,
+            x.ConnectTimeout,
+            x.PoolTimeout,
+        )
+        # Failures after the request may have been (partly) processed.
+        self._maybe_sent: tuple[type[BaseException], ...] = (
+            x.ReadError,
+            x.ReadTimeout,
+            x.WriteError,
+            x.WriteTimeout,
+            x.RemoteProtocolError,
+            TimeoutExceededError,
+        )
+
+    def __repr__(self) -> str:
+        return f"ResilientTransport({self._inner!r}, policy={self.policy!r})"
+
+    # -- httpx transport protocol ---------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        """Close the inner transport (and its connection pool)."""
+        await self._inner.aclose()
+
+    async def handle_async_request(self, request: Any) -> Any:
+        """Send ``request`` through the policy; return the final response."""
+        policy = self.policy
+        replayable = _replayable(request)
+        idempotent = request.method in IDEMPOTENT_METHODS or "idempotency-key" in request.headers
+        if (
+            self.idempotency_keys
+            and not idempotent
+            and request.method in ("POST", "PATCH")
+            and replayable
+        ):
+            request.headers["Idempotency-Key"] = str(uuid.uuid4())
+            idempotent = True
+        context = _RequestContext(self, request, replayable, idempotent)
+        try:
+            if isinstance(policy, HttpPolicy):
+                host = self._host(request.url)
+                if policy.total_timeout is None:
+                    return await host.retry.call(context.attempt, host)
+                # The total timeout needs no timer of its own: each attempt's scope is cut
+                # to what is left of it, and Retry never waits past it.
+                with AdvisoryDeadline(policy.total_timeout):
+                    return await host.retry.call(context.attempt, host)
+            return await policy.execute(context.attempt_plain)
+        except RetryableStatusError as exc:
+            # Retries ran out (or were not allowed): the caller gets the response itself.
+            return exc.response
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _host(self, url: Any) -> _Host:
+        # Keyed by the raw parts: decoding the host (IDNA) is only needed for a new host.
+        lookup = (url.scheme, url.raw_host, url.port)
+        hosts = self._hosts
+        host = hosts.get(lookup)
+        if host is None:
+            key = f"{url.scheme}://{url.host}:{url.port or _default_port(url.scheme)}"
+            host = hosts[lookup] = _Host(key, self.policy, is_retryable)  # type: ignore[arg-type]
+            if len(hosts) > self.max_hosts:
+                hosts.popitem(last=False)
+        else:
+            hosts.move_to_end(lookup)
+        return host
+
+
+class _RequestContext:
+    """One logical request: what every attempt needs to know."""
+
+    __slots__ = ("idempotent", "replayable", "request", "transport")
+
+    def __init__(
+        self, transport: ResilientTransport, request: Any, replayable: bool, idempotent: bool
+    ) -> None:
+        self.transport = transport
+        self.request = request
+        self.replayable = replayable
+        self.idempotent = idempotent
+
+    async def attempt(self, host: _Host) -> Any:
+        """One attempt, hedged for idempotent requests when the policy says so."""
+        if host.hedge is None or not (self.idempotent and self.replayable):
+            return await self._guarded(host)
+        # Hedged: responses of attempts that lose the race must be closed, not leaked.
+        responses: list[Any] = []
+        winner = None
+        try:
+            winner = await host.hedge.call(self._guarded, host, responses)
+        finally:
+            for response in responses:
+                if response is not winner:  # a loser, or every one if the call failed
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+        return winner
+
+    async def _guarded(self, host: _Host, responses: list[Any] | None = None) -> Any:
+        """One attempt through the per-host layers: breaker, then (timed) bulkhead and send."""
+        try:
+            if host.breaker is not None:
+                response = await host.breaker.call(self._timed, host)
+            else:
+                response = await self._timed(host)
+        except Exception as exc:
+            self._classify(exc)
+            raise
+        if responses is not None:
+            responses.append(response)
+        return response
+
+    async def attempt_plain(self) -> Any:
+        """One attempt for a user-supplied policy."""
+        try:
+            return await self._send(None, remaining())
+        except Exception as exc:
+            self._classify(exc)
+            raise
+
+    async def _timed(self, host: _Host) -> Any:
+        """The attempt's own deadline: the attempt timeout, cut to what the caller has left.
+
+        It covers the bulkhead's queue too, so no blocking step outlives the total timeout.
+        """
+        policy = self.transport.policy
+        assert isinstance(policy, HttpPolicy)
+        budget = remaining()
+        if policy.attempt_timeout is not None and (
+            budget is None or policy.attempt_timeout < budget
+        ):
+            budget = policy.attempt_timeout
+        bulkhead = host.bulkhead
+        if budget is None:
+            if bulkhead is not None:
+                return await bulkhead.call(self._send, policy, None)
+            return await self._send(policy, None)
+        with DeadlineScope(budget, _INF):
+            if bulkhead is not None:
+                return await bulkhead.call(self._send, policy, budget)
+            return await self._send(policy, budget)
+
+    async def _send(self, policy: HttpPolicy | None, left: float | None) -> Any:
+        """Send once. ``left`` is this attempt's budget (announced and enforced)."""
+        transport = self.transport
+        request = self.request
+        if left is not None:
+            if transport.deadline_header is not None:
+                request.headers[transport.deadline_header] = f"{left:.3f}"
+            _clamp_timeouts(request, left)
+        response = await transport._inner.handle_async_request(request)
+        status = response.status_code
+        if policy is None:
+            if status not in RETRY_STATUSES:
+                return await self._buffered(response)
+            retry_statuses: frozenset[int] = RETRY_STATUSES
+            max_retry_after = _INF
+        else:
+            if status not in policy.failure_statuses:
+                return await self._buffered(response)
+            retry_statuses = policy.retry_statuses
+            max_retry_after = policy.max_retry_after
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if retry_after is not None and retry_after > max_retry_after:
+            retry_after = max_retry_after
+        failure = RetryableStatusError(response, retry_after, request.url)
+        retryable = self.replayable and self.idempotent and status in retry_statuses
+        setattr(failure, _MARK, retryable)
+        if retryable:
+            # Read the (small) error body and release the connection now, before any wait:
+            # the response stays readable should it be the last one, returned to the caller.
+            try:
+                await response.aread()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+        raise failure
+
+    async def _buffered(self, response: Any) -> Any:
+        """Read a small body now, inside the attempt, where a failure can still be retried."""
+        limit = self.transport.buffer_limit
+        length = response.headers.get("content-length")
+        if limit and length is not None and length.isdigit() and int(length) <= limit:
+            try:
+                await response.aread()
+            except BaseException:
+                with anyio.CancelScope(shield=True):  # free the connection even if cancelled
+                    await response.aclose()
+                raise
+        return response
+
+    def _classify(self, exc: Exception) -> None:
+        """Mark ``exc`` retryable for this request, or not (once: inner marks win)."""
+        if hasattr(exc, _MARK):
+            return
+        transport = self.transport
+        if not self.replayable:
+            retryable = False
+        elif isinstance(exc, transport._never_sent):
+            retryable = True
+        elif isinstance(exc, transport._maybe_sent):
+            retryable = self.idempotent
+        else:
+            retryable = False
+        try:
+            setattr(exc, _MARK, retryable)
+        except AttributeError:  # pragma: no cover - exceptions with __slots__
+            pass
+
+
+def _replayable(request: Any) -> bool:
+    """Whether the body can be sent again: in memory (read once by httpx), not a stream."""
+    return hasattr(request, "_content")
+
+
+def _clamp_timeouts(request: Any, left: float) -> None:
+    timeouts = request.extensions.get("timeout")
+    if timeouts is None:
+        request.extensions["timeout"] = {"connect": left, "read": left, "write": left, "pool": left}
+        return
+    for value in timeouts.values():
+        if value is None or value > left:
+            request.extensions["timeout"] = {
+                k: (left if v is None or v > left else v) for k, v in timeouts.items()
+            }
+            return
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme in ("https", "wss") else 80
+
+
+def _module_of(transport: Any) -> ModuleType | None:
+    if transport is None:
+        return None
+    import sys
+
+    root = type(transport).__module__.split(".", 1)[0]
+    module = sys.modules.get(root)
+    if module is not None and hasattr(module, "AsyncBaseTransport"):
+        return module
+    return None

@@ -2,15 +2,20 @@
 
 Tests that talk to real servers mark themselves ``pytest.mark.real_clock``: a virtual clock
 would race ahead of real network I/O. They still run on both backends.
+
+Also: a real PostgreSQL server for the asyncpg adapter's tests (see tests/pgserver.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import looptime
+import pgserver
 import pytest
 from servers import RunningServer, running_server
 from trio.testing import MockClock
@@ -64,3 +69,83 @@ def http_server() -> Iterator[RunningServer]:
     """
     with running_server(kind="uvicorn") as server:
         yield server
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+# A real server for the asyncpg adapter: the machine's initdb/pg_ctl, on a free loopback port,
+# in a temp dir. Without the binaries the tests skip, unless ASYNCRES_REQUIRE_POSTGRES=1
+# (set by CI) turns that into a failure.
+
+
+def _postgres_unavailable(reason: str) -> None:
+    if os.environ.get("ASYNCRES_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL is required (ASYNCRES_REQUIRE_POSTGRES=1): {reason}")
+    pytest.skip(f"PostgreSQL unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[pgserver.PostgresServer]:
+    """An initialised, stopped cluster: initdb runs once, other clusters are copies."""
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        _postgres_unavailable("no initdb/pg_ctl/postgres binaries found")
+    assert bindir is not None
+    try:
+        template = pgserver.PostgresServer(bindir)
+        template.initdb()
+    except (pgserver.PostgresUnavailable, OSError) as exc:
+        _postgres_unavailable(str(exc))
+    try:
+        yield template
+    finally:
+        template.destroy()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(
+    postgres_template: pgserver.PostgresServer,
+) -> Iterator[pgserver.PostgresServer]:
+    """One running server shared by the session (tests use databases of their own)."""
+    server = pgserver.PostgresServer(postgres_template.bindir)
+    try:
+        server.clone_from(postgres_template)
+        server.start()
+    except pgserver.PostgresUnavailable as exc:
+        server.destroy()
+        _postgres_unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def postgres_own_server(
+    postgres_template: pgserver.PostgresServer,
+) -> Iterator[pgserver.PostgresServer]:
+    """A running server of this test's own, which it may stop and start (outages)."""
+    server = pgserver.PostgresServer(postgres_template.bindir)
+    try:
+        server.clone_from(postgres_template)
+        server.start()
+    except pgserver.PostgresUnavailable as exc:
+        server.destroy()
+        _postgres_unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+_database_counter = itertools.count()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: pgserver.PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the shared server, dropped afterwards."""
+    name = f"test_{os.getpid()}_{next(_database_counter)}"
+    postgres_server.psql(f"CREATE DATABASE {name}")
+    try:
+        yield postgres_server.dsn.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        postgres_server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

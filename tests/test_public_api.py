@@ -10,9 +10,10 @@ import sys
 import pytest
 
 import asyncres
+import asyncres.db
 from asyncres import backoff
 
-PUBLIC_MODULES = {"asyncres": asyncres, "asyncres.backoff": backoff}
+PUBLIC_MODULES = {"asyncres": asyncres, "asyncres.backoff": backoff, "asyncres.db": asyncres.db}
 
 
 @pytest.mark.parametrize("module_name", sorted(PUBLIC_MODULES))
@@ -60,7 +61,7 @@ def test_public_names_are_documented() -> None:
 def test_import_needs_only_anyio() -> None:
     """`import asyncres` pulls in no optional dependency."""
     code = (
-        "import sys, asyncres, asyncres.backoff\n"
+        "import sys, asyncres, asyncres.backoff, asyncres.db\n"
         "bad = {'trio', 'httpx', 'aiosqlite', 'asyncpg', 'tenacity', 'rich'} & set(sys.modules)\n"
         "print(sorted(bad))"
     )

@@ -143,8 +143,9 @@ class CallRejected(Event):
     """A call was refused before it ran (`RejectedError`).
 
     ``reason``: ``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"``,
-    ``"shed"`` (evicted by a higher-priority waiter), ``"queue_timeout"`` or ``"deadline"``
-    (the caller's deadline had already passed).
+    ``"shed"`` (evicted by a higher-priority waiter), ``"queue_timeout"``, ``"deadline"``
+    (the caller's deadline had already passed), and for `asyncres.db` pools
+    ``"pool_queue_full"``, ``"pool_acquire_timeout"`` or ``"pool_closed"``.
     """
 
     __module__ = "asyncres"

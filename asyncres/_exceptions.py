@@ -5,7 +5,9 @@ Exception
 └── ResilienceError                 base of every error asyncres raises itself
     ├── RejectedError               the call never ran (safe to try elsewhere)
     │   ├── CircuitOpenError        .retry_after: seconds until a probe is allowed
-    │   └── BulkheadFullError       .max_concurrent, .max_queued
+    │   ├── BulkheadFullError       .max_concurrent, .max_queued
+    │   └── (asyncres.db) PoolExhaustedError, PoolClosedError
+    ├── (asyncres.db) ConnectTimeoutError, CommitOutcomeUnknownError
     └── TimeoutExceededError        also a builtin TimeoutError; .timeout
 ```
 

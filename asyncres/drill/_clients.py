@@ -22,13 +22,11 @@ import httpx
 import tenacity
 
 from ..httpx import ResilientTransport, standard_policy
+from ._service import TICKS
 
 __all__ = ["CountingTransport", "naive_client", "protected_client"]
 
 Get = Callable[[str], Awaitable[httpx.Response]]
-
-#: Counters count per 1/TICKS of a second.
-TICKS = 10
 
 
 class CountingTransport(httpx.AsyncBaseTransport):

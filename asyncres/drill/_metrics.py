@@ -7,8 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._clients import TICKS
 from ._scenario import Scenario
+from ._service import TICKS
 
 __all__ = ["Outcome", "Recorder", "summarize"]
 
@@ -86,9 +86,9 @@ def summarize(
             in_phase = [s for s in recorder.samples if start <= s[0] < end]
             phases[phase.name] = _stats(
                 in_phase,
-                _window(sent[name], start, end),
-                _window(reached[name], start, end),
-                _window(abandoned[name], start, end),
+                window(sent[name], start, end),
+                window(reached[name], start, end),
+                window(abandoned[name], start, end),
             ) | {"start": start, "end": end, "faults": phase.faults.describe()}
         timeline = []
         for index in range(points):
@@ -103,8 +103,8 @@ def summarize(
                     "success_rate": round(ok / len(bucket), 4) if bucket else None,
                     "p50_ms": _ms(percentile([s[1] for s in bucket], 0.5)),
                     "p99_ms": _ms(percentile([s[1] for s in bucket], 0.99)),
-                    "sent_to_backend": _window(sent[name], lo, hi),
-                    "reached_backend": _window(reached[name], lo, hi),
+                    "sent_to_backend": window(sent[name], lo, hi),
+                    "reached_backend": window(reached[name], lo, hi),
                 }
             )
         totals = _stats(
@@ -122,7 +122,7 @@ def summarize(
     return {"clients": clients, "verdict": verdict(scenario, recorders, clients, recovery_time)}
 
 
-def _window(counter: Counter[int], start: float, end: float) -> int:
+def window(counter: Counter[int], start: float, end: float) -> int:
     """Sum of a per-tick counter over [start, end) seconds."""
     lo, hi = round(start * TICKS), round(end * TICKS)
     return sum(n for tick, n in counter.items() if lo <= tick < hi)

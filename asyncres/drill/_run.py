@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import multiprocessing
 import random
 import tempfile
-import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
+import httpx
 
 import asyncres
 from asyncres import chaos
 
 from ._clients import Get, naive_client, protected_client
-from ._metrics import FAILED, OK, REJECTED, UNFINISHED, Recorder, _window, summarize
+from ._metrics import FAILED, OK, REJECTED, UNFINISHED, Recorder, summarize, window
 from ._scenario import Faults, Scenario
-from ._service import Backend, DrillService, create_schema
+from ._service import CLIENTS, serve
 
 __all__ = ["DrillConfig", "run_drill"]
 
 #: The recovery time of the standard policy's breaker (asyncres.httpx defaults).
 BREAKER_RECOVERY = 5.0
-CLIENTS = ("naive", "protected")
 
 
 @dataclass(frozen=True)
@@ -35,78 +34,57 @@ class DrillConfig:
     scenario: Scenario
     rate: float = 40.0
     seed: int = 1
-    grace: float = 10.0
-    backend: str = "asyncio"
+    grace: float = 8.0
 
 
-class _ServiceThread:
-    """uvicorn serving the drill service in a thread of its own (asyncio, aiosqlite)."""
+class _ServiceProcess:
+    """The drill service in a process of its own: one core for it, one for the clients."""
 
-    def __init__(self, backends: dict[str, Backend], seed: int) -> None:
-        import uvicorn
-
-        self.app = DrillService(backends, seed)
-        self.backends = backends
-        self.config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=0,
-            log_level="critical",
-            lifespan="off",
-            access_log=False,
-            timeout_keep_alive=30,
+    def __init__(self, folder: str, seed: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._receive, send = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=serve, args=(send, folder, seed), name="asyncres-drill-service", daemon=True
         )
-        self.server = uvicorn.Server(self.config)
-        self.ready = threading.Event()
         self.port = 0
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="asyncres-drill-service", daemon=True)
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # reported to the drill's thread
-            self.error = exc
-            self.ready.set()
-
-    async def _main(self) -> None:
-        from asyncres import db
-
-        async with contextlib.AsyncExitStack() as stack:
-            for backend in self.backends.values():
-                backend.pool = await stack.enter_async_context(
-                    db.sqlite(
-                        backend.database,
-                        min_size=2,
-                        max_size=8,
-                        max_queued=16,
-                        acquire_timeout=1.0,
-                        name=f"drill {backend.name}",
-                    )
-                )
-                await create_schema(backend.pool)
-            config = self.config
-            if not config.loaded:
-                config.load()
-            self.server.lifespan = config.lifespan_class(config)
-            sockets = [config.bind_socket()]
-            self.port = sockets[0].getsockname()[1]
-            self.ready.set()
-            await self.server.serve(sockets=sockets)
-
-    def __enter__(self) -> _ServiceThread:
-        self.thread.start()
-        if not self.ready.wait(30) or self.error is not None:
-            raise RuntimeError(f"the drill service did not start: {self.error!r}")
-        for _ in range(3000):  # bounded: up to 30 s
-            if self.server.started:
-                break
-            time.sleep(0.01)
+    def __enter__(self) -> _ServiceProcess:
+        self.process.start()
+        if not self._receive.poll(60):  # bounded: start-up includes importing the service
+            self.process.kill()
+            raise RuntimeError("the drill service did not start within 60 s")
+        self.port = int(self._receive.recv())
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+        self.process.terminate()  # uvicorn shuts down cleanly on SIGTERM
+        self.process.join(15)
+        if self.process.is_alive():  # pragma: no cover - a wedged service
+            self.process.kill()
+            self.process.join(5)
+
+
+class _Admin:
+    """The drill's control channel to the service (direct, not through the proxies)."""
+
+    def __init__(self, port: int) -> None:
+        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
+
+    async def faults(self, faults: Faults, started: float | None = None) -> None:
+        body: dict[str, Any] = {"faults": asdict(faults)}
+        if started is not None:
+            body["started"] = started
+        response = await self.client.post("/_drill/faults", json=body)
+        response.raise_for_status()
+
+    async def stats(self) -> dict[str, dict[str, Any]]:
+        response = await self.client.get("/_drill/stats")
+        response.raise_for_status()
+        data: dict[str, dict[str, Any]] = response.json()
+        for counters in data.values():
+            for key in ("reached", "abandoned"):
+                counters[key] = Counter({int(k): v for k, v in counters[key].items()})
+        return data
 
 
 async def run_drill(
@@ -115,39 +93,39 @@ async def run_drill(
     on_tick: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the drill and return its report (a JSON-ready dict)."""
-    with tempfile.TemporaryDirectory(prefix="asyncres-drill-") as tmp:
-        backends = {name: Backend(name=name, database=Path(tmp) / f"{name}.db") for name in CLIENTS}
-        with _ServiceThread(backends, config.seed) as service:
-            upstream = ("127.0.0.1", service.port)
-            async with (
-                chaos.FaultProxy(upstream=upstream, seed=config.seed, name="naive") as p1,
-                chaos.FaultProxy(upstream=upstream, seed=config.seed, name="protected") as p2,
-            ):
-                proxies = {"naive": p1, "protected": p2}
-                return await _drive(config, backends, proxies, on_tick)
+    with (
+        tempfile.TemporaryDirectory(prefix="asyncres-drill-") as folder,
+        _ServiceProcess(folder, config.seed) as service,
+    ):
+        upstream = ("127.0.0.1", service.port)
+        admin = _Admin(service.port)
+        async with (
+            admin.client,
+            chaos.FaultProxy(upstream=upstream, seed=config.seed, name="naive") as p1,
+            chaos.FaultProxy(upstream=upstream, seed=config.seed, name="protected") as p2,
+        ):
+            return await _drive(config, admin, {"naive": p1, "protected": p2}, on_tick)
 
 
 async def _drive(
     config: DrillConfig,
-    backends: dict[str, Backend],
+    admin: _Admin,
     proxies: dict[str, Any],
     on_tick: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     scenario = config.scenario
     started = time.monotonic()
-    for backend in backends.values():
-        backend.started = started
+    await admin.faults(Faults(), started)
     recorders = {name: Recorder(name) for name in CLIENTS}
-    clients = {}
-    counters = {}
     makers = {"naive": naive_client, "protected": protected_client}
+    clients: dict[str, tuple[Any, Get]] = {}
+    counters = {}
     for name in CLIENTS:
-        proxy = proxies[name]
-        client, get, counter = makers[name](f"http://127.0.0.1:{proxy.port}", started)
+        client, get, counter = makers[name](f"http://127.0.0.1:{proxies[name].port}", started)
         clients[name] = (client, get)
         counters[name] = counter
-    breaker_listener = _BreakerWatcher(recorders["protected"], started, proxies["protected"].port)
-    previous = asyncres.set_listeners(*asyncres.get_listeners(), breaker_listener)
+    watcher = _BreakerWatcher(recorders["protected"], started, proxies["protected"].port)
+    previous = asyncres.set_listeners(*asyncres.get_listeners(), watcher)
     phase_name = [scenario.phases[0].name]
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -156,7 +134,7 @@ async def _drive(
             async with anyio.create_task_group() as tg:
                 schedule_done = anyio.Event()
                 tg.start_soon(
-                    _schedule, scenario, backends, proxies, started, phase_name, schedule_done
+                    _schedule, scenario, admin, proxies, started, phase_name, schedule_done
                 )
                 for name in CLIENTS:
                     rng = random.Random(f"{config.seed}:{name}")
@@ -168,21 +146,24 @@ async def _drive(
                         scenario,
                         recorders,
                         counters,
-                        backends,
+                        admin,
                         phase_name,
                         started,
                         schedule_done,
                     )
     finally:
         asyncres.set_listeners(*previous)
+    backend = await admin.stats()
     report = summarize(
         scenario,
         recorders,
         {name: counters[name].sent for name in CLIENTS},
-        {name: backends[name].reached for name in CLIENTS},
-        {name: backends[name].abandoned for name in CLIENTS},
+        {name: backend[name]["reached"] for name in CLIENTS},
+        {name: backend[name]["abandoned"] for name in CLIENTS},
         BREAKER_RECOVERY,
     )
+    for name in CLIENTS:
+        report["clients"][name]["totals"]["backend_max_in_flight"] = backend[name]["max_in_flight"]
     report |= {
         "version": 1,
         "seed": config.seed,
@@ -205,8 +186,7 @@ class _BreakerWatcher:
         self.suffix = f":{port}"
 
     def __call__(self, event: asyncres.Event) -> None:
-        name = event.name or ""
-        if not name.endswith(self.suffix):
+        if not (event.name or "").endswith(self.suffix):
             return
         state = {
             asyncres.CircuitOpened: "open",
@@ -219,7 +199,7 @@ class _BreakerWatcher:
 
 async def _schedule(
     scenario: Scenario,
-    backends: dict[str, Backend],
+    admin: _Admin,
     proxies: dict[str, Any],
     started: float,
     phase_name: list[str],
@@ -228,23 +208,20 @@ async def _schedule(
     try:
         for phase, _, end in scenario.boundaries():
             phase_name[0] = phase.name
-            _apply(phase.faults, backends, proxies)
+            await _apply(phase.faults, admin, proxies)
             await anyio.sleep(max(0.0, started + end - time.monotonic()))
-        _apply(Faults(), backends, proxies)
+        await _apply(Faults(), admin, proxies)
     finally:
         done.set()
 
 
-def _apply(faults: Faults, backends: dict[str, Backend], proxies: dict[str, Any]) -> None:
-    now = time.monotonic()
-    for name, backend in backends.items():
-        backend.faults = faults
-        backend.phase_started = now
-        proxy = proxies[name]
+async def _apply(faults: Faults, admin: _Admin, proxies: dict[str, Any]) -> None:
+    for proxy in proxies.values():
         proxy.clear()
         if faults.latency:
             proxy.add(chaos.LatencyToxic(faults.latency, jitter=faults.jitter))
         proxy.enabled = not faults.outage
+    await admin.faults(faults)
 
 
 async def _traffic(
@@ -285,7 +262,7 @@ async def _ticker(
     scenario: Scenario,
     recorders: dict[str, Recorder],
     counters: dict[str, Any],
-    backends: dict[str, Backend],
+    admin: _Admin,
     phase_name: list[str],
     started: float,
     schedule_done: anyio.Event,
@@ -295,6 +272,10 @@ async def _ticker(
     while True:
         name = phase_name[0]
         start, end = bounds[name]
+        try:
+            backend = await admin.stats()
+        except httpx.HTTPError:
+            backend = {}
         snapshot: dict[str, Any] = {
             "t": time.monotonic() - started,
             "phase": name,
@@ -305,18 +286,18 @@ async def _ticker(
             samples = [s for s in recorder.samples if start <= s[0] < end]
             ok = sum(1 for s in samples if s[2] == OK)
             latencies = sorted(s[1] for s in samples)
-            sent = _window(counters[client].sent, start, end)
+            counts = backend.get(client, {})
             snapshot["clients"][client] = {
                 "done": len(samples),
                 "in_flight": recorder.in_flight,
                 "success_rate": ok / len(samples) if samples else None,
                 "p50": latencies[len(latencies) // 2] if latencies else None,
                 "p99": latencies[int(len(latencies) * 0.99)] if latencies else None,
-                "sent": sent,
-                "reached": _window(backends[client].reached, start, end),
+                "sent": window(counters[client].sent, start, end),
+                "reached": window(counts.get("reached", Counter()), start, end),
                 "rejected": sum(1 for s in samples if s[2] == REJECTED),
                 "breaker": recorder.breaker[-1][1] if recorder.breaker else "closed",
-                "abandoned": _window(backends[client].abandoned, start, end),
+                "abandoned": window(counts.get("abandoned", Counter()), start, end),
             }
         on_tick(snapshot)
         if schedule_done.is_set() and all(r.in_flight == 0 for r in recorders.values()):

@@ -75,9 +75,9 @@ class Scenario:
 def default_scenario(*, quick: bool = False) -> Scenario:
     """steady → latency spike → error burst → hard outage → slow database → recovery.
 
-    48 s of traffic (12.5 s with ``quick``).
+    48 s of traffic (12 s with ``quick``).
     """
-    durations = (1.5, 2.0, 2.5, 2.5, 2.0, 2.0) if quick else (6.0, 8.0, 10.0, 10.0, 8.0, 6.0)
+    durations = (1.5, 1.5, 2.5, 2.5, 1.5, 2.5) if quick else (6.0, 8.0, 10.0, 10.0, 8.0, 6.0)
     faults = (
         Faults(),
         Faults(latency=0.25, jitter=0.1),

@@ -1,12 +1,15 @@
-"""The drill's backend: a small real HTTP service over SQLite, one instance per client.
+"""The drill's backend: a small real HTTP service over SQLite, in a process of its own.
 
 Each client gets its own backend (its own database file, pool and counters), so that one
 client's retry storm cannot steal capacity from the other: the comparison stays fair.
-Both receive identical faults. The service itself is written the asyncres way: it reads
-the client's remaining budget from the ``Request-Timeout`` header and stops working when
-it runs out (the backend side of a timeout), and its database pool is an
-`asyncres.db.GuardedPool`, which refuses overflow quickly with a 503 instead of queueing
-without bound.
+Both receive identical faults, set by the drill through ``POST /_drill/faults``; the drill
+reads the counters with ``GET /_drill/stats``. Its own process (one core for the clients,
+one for the service) keeps the service from starving the clients' event loop.
+
+The service is written the asyncres way: it reads the client's remaining budget from the
+``Request-Timeout`` header and stops working when it runs out (the backend side of a
+timeout), and its database pool is an `asyncres.db.GuardedPool`, which refuses overflow
+quickly with a 503 instead of queueing without bound.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import anyio
 
 import asyncres
 
-from ._clients import TICKS
 from ._scenario import Faults
+
+#: Counters count per 1/TICKS of a second.
+TICKS = 10
 
 __all__ = ["Backend", "DrillService"]
 
@@ -48,7 +53,7 @@ class Backend:
     pool: Any = None
     faults: Faults = field(default_factory=Faults)
     phase_started: float = 0.0
-    #: ``time.monotonic()`` when the drill began (the clock both threads share).
+    #: ``time.monotonic()`` when the drill began (system-wide on Linux: both processes).
     started: float = 0.0
     #: Requests that reached the service, per tenth of a second since the drill began.
     reached: Counter[int] = field(default_factory=Counter)
@@ -68,6 +73,9 @@ class DrillService:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # pragma: no cover - lifespan is off
             return
+        if scope["path"].startswith("/_drill/"):
+            await self._admin(scope, receive, send)
+            return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         backend = self.backends.get(headers.get("x-drill-client", ""))
         if backend is None:
@@ -82,6 +90,38 @@ class DrillService:
             await self._serve(backend, scope, headers, send, now, second)
         finally:
             backend.in_flight -= 1
+
+    async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The drill's control channel: set faults, read counters."""
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+        if path == "/_drill/faults" and scope["method"] == "POST":
+            data = json.loads(body)
+            now = time.monotonic()
+            for backend in self.backends.values():
+                if "started" in data:
+                    backend.started = float(data["started"])
+                backend.faults = Faults(**data.get("faults", {}))
+                backend.phase_started = now
+            await _reply(send, 200, {"ok": True})
+        elif path == "/_drill/stats":
+            stats = {
+                name: {
+                    "reached": dict(backend.reached),
+                    "abandoned": dict(backend.abandoned),
+                    "in_flight": backend.in_flight,
+                    "max_in_flight": backend.max_in_flight,
+                }
+                for name, backend in self.backends.items()
+            }
+            await _reply(send, 200, stats)
+        else:
+            await _reply(send, 404, {"error": "unknown admin route"})
 
     async def _serve(
         self,
@@ -188,3 +228,56 @@ async def _reply(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def serve(connection: Any, folder: str, seed: int) -> None:
+    """Process entry point: open the pools, start uvicorn, send back the port, serve."""
+    import asyncio
+
+    asyncio.run(_serve_forever(connection, Path(folder), seed))
+
+
+async def _serve_forever(connection: Any, folder: Path, seed: int) -> None:
+    import contextlib
+    import socket
+
+    import uvicorn
+
+    from asyncres import db
+
+    backends = {name: Backend(name=name, database=folder / f"{name}.db") for name in CLIENTS}
+    async with contextlib.AsyncExitStack() as stack:
+        for backend in backends.values():
+            backend.pool = await stack.enter_async_context(
+                db.sqlite(
+                    backend.database,
+                    min_size=2,
+                    max_size=8,
+                    max_queued=16,
+                    acquire_timeout=1.0,
+                    name=f"drill {backend.name}",
+                )
+            )
+            await create_schema(backend.pool)
+        # proto=IPPROTO_TCP: asyncio then sets TCP_NODELAY on accepted connections; without
+        # it each response waits ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1024)
+        config = uvicorn.Config(
+            DrillService(backends, seed),
+            log_level="critical",
+            lifespan="off",
+            access_log=False,
+            timeout_keep_alive=30,
+            backlog=1024,
+        )
+        server = uvicorn.Server(config)
+        connection.send(sock.getsockname()[1])
+        connection.close()
+        await server.serve(sockets=[sock])
+
+
+#: The clients, each with a backend of its own.
+CLIENTS = ("naive", "protected")

@@ -2,6 +2,7 @@
 
 ::
 
+    asyncres drill [--quick] [--seed N] [--scenario FILE.toml] [--output DIR]
     asyncres proxy --upstream 127.0.0.1:5432 --listen 127.0.0.1:15432 --toxic latency=200ms
 
 Each subcommand is a function ``add_<name>(subparsers)`` that registers its parser and
@@ -37,8 +38,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"asyncres {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_drill(subparsers)
     add_proxy(subparsers)
     return parser
+
+
+def add_drill(subparsers: Any) -> None:
+    """``asyncres drill``: the GameDay (needs the ``drill`` extra, imported on use)."""
+    parser = subparsers.add_parser(
+        "drill",
+        help="run a GameDay: a naive and a protected client side by side through faults",
+        description=(
+            "Start a small HTTP service over SQLite on 127.0.0.1 behind a fault proxy, run a "
+            "schedule of faults (latency spike, error burst with Retry-After, hard outage, "
+            "slow database) and drive the same open-loop traffic through a naive httpx "
+            "client (tenacity-style retries) and one protected by asyncres. Shows live "
+            "numbers, writes report.json and chart.png to the output folder, and exits "
+            "with status 3 if the protected client did not win."
+        ),
+    )
+    parser.add_argument("--quick", action="store_true", help="a 15-second drill")
+    parser.add_argument("--seed", type=int, default=1, help="randomness seed (default 1)")
+    parser.add_argument(
+        "--rate", type=float, default=40.0, help="requests per second per client (default 40)"
+    )
+    parser.add_argument("--scenario", metavar="FILE", help="a TOML file of [[phase]] tables")
+    parser.add_argument(
+        "--output", default="drill-output", metavar="DIR", help="results folder (drill-output)"
+    )
+    parser.add_argument(
+        "--backend", choices=("asyncio", "trio"), default="asyncio", help="the clients' loop"
+    )
+    parser.add_argument("--no-live", action="store_true", help="no live table, phase lines only")
+    parser.set_defaults(handler=_run_drill)
+
+
+def _run_drill(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        from .drill._cli import run
+    except ImportError as exc:
+        parser.exit(
+            2, f"asyncres drill needs the drill extra: pip install 'asyncres[drill]' ({exc})\n"
+        )
+    if args.rate <= 0:
+        parser.error("--rate must be > 0")
+    return run(args)
 
 
 def add_proxy(subparsers: Any) -> None:

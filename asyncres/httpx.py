@@ -127,6 +127,7 @@ _DEFAULT_BACKOFF = FullJitter(base=0.5, cap=10.0)
 def _default_breaker(host: str) -> CircuitBreaker:
     return CircuitBreaker(
         failure_rate=0.5,
+        failure_threshold=10,
         window=30.0,
         min_calls=20,
         recovery_time=5.0,
@@ -417,6 +418,10 @@ class _RequestContext:
                 response = await host.breaker.call(self._timed, host)
             else:
                 response = await self._timed(host)
+            policy = self.transport.policy
+            assert isinstance(policy, HttpPolicy)
+            if response.status_code in policy.failure_statuses:  # throttled: see `_send`
+                raise await self._failure(response, policy.retry_statuses, policy.max_retry_after)
         except Exception as exc:
             self._classify(exc)
             raise
@@ -467,18 +472,24 @@ class _RequestContext:
         if policy is None:
             if status not in RETRY_STATUSES:
                 return await self._buffered(response)
-            retry_statuses: frozenset[int] = RETRY_STATUSES
-            max_retry_after = _INF
-        else:
-            if status not in policy.failure_statuses:
-                return await self._buffered(response)
-            retry_statuses = policy.retry_statuses
-            max_retry_after = policy.max_retry_after
+            raise await self._failure(response, RETRY_STATUSES, _INF)
+        if status not in policy.failure_statuses:
+            return await self._buffered(response)
+        if "retry-after" in response.headers:
+            # Flow control, not failure: the server says when to come back. Returned past
+            # the breaker (which must not count it), raised by `_guarded` for the retry.
+            return response
+        raise await self._failure(response, policy.retry_statuses, policy.max_retry_after)
+
+    async def _failure(
+        self, response: Any, retry_statuses: frozenset[int], max_retry_after: float
+    ) -> RetryableStatusError:
+        """The error that carries a failed response through the layers."""
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         if retry_after is not None and retry_after > max_retry_after:
             retry_after = max_retry_after
-        failure = RetryableStatusError(response, retry_after, request.url)
-        retryable = self.replayable and self.idempotent and status in retry_statuses
+        failure = RetryableStatusError(response, retry_after, self.request.url)
+        retryable = self.replayable and self.idempotent and response.status_code in retry_statuses
         setattr(failure, _MARK, retryable)
         if retryable:
             # Read the (small) error body and release the connection now, before any wait:
@@ -488,7 +499,7 @@ class _RequestContext:
             finally:
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
-        raise failure
+        return failure
 
     async def _buffered(self, response: Any) -> Any:
         """Read a small body now, inside the attempt, where a failure can still be retried."""

@@ -322,3 +322,16 @@ def test_bad_driver_options_name_the_parameter(option: str, value: Any) -> None:
     """The sqlite factory validates its own options too."""
     with pytest.raises(ValueError, match=f"`{option}`"):
         asyncres.db.sqlite("x.db", **{option: value})
+
+
+@asyncio_test
+async def test_pools_open_side_by_side_on_a_fresh_file(tmp_path: Path) -> None:
+    """Several connections switching a new file to WAL at once wait for the lock, not fail."""
+    for attempt in range(10):
+        path = tmp_path / f"fresh-{attempt}.db"
+        async with (
+            asyncres.db.sqlite(path, min_size=6, max_size=6) as first,
+            asyncres.db.sqlite(path, min_size=6, max_size=6) as second,
+        ):
+            assert first.statistics().idle == 6
+            assert second.statistics().idle == 6

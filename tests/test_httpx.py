@@ -500,3 +500,45 @@ async def test_works_with_the_httpx2_fork() -> None:
         response = await client.get("http://svc.test/")
     assert response.text == "fork"
     assert calls == 3
+
+
+async def test_throttled_responses_do_not_trip_the_breaker() -> None:
+    """A 503 with Retry-After is flow control: waited out by the retry, not a failure."""
+    breakers: list[asyncres.CircuitBreaker] = []
+
+    def breaker(host: str) -> asyncres.CircuitBreaker:
+        breakers.append(asyncres.CircuitBreaker(failure_threshold=2, name=host))
+        return breakers[-1]
+
+    script = Script((503, {"Retry-After": "0"}))
+    policy = fast_policy(breaker=breaker, attempts=3, backoff=backoff.Constant(0))
+    async with client_for(script, policy=policy) as client:
+        for _ in range(5):
+            response = await client.get("/a")
+            assert response.status_code == 503
+    assert len(script.requests) == 15  # retried each time, never rejected
+    stats = breakers[0].statistics()
+    assert (stats.state, stats.failures) == (asyncres.CircuitState.CLOSED, 0)
+
+    script = Script(503)  # the same status without Retry-After is a failure
+    async with client_for(script, policy=fast_policy(breaker=breaker, attempts=1)) as client:
+        for _ in range(2):
+            await client.get("/a")
+        with pytest.raises(asyncres.CircuitOpenError):
+            await client.get("/a")
+
+
+async def test_default_breaker_opens_after_ten_consecutive_failures() -> None:
+    """A hard outage trips the standard breaker within ten failures, whatever came before."""
+    policy = standard_policy(attempts=1, backoff=backoff.Constant(0))
+    outcomes = [*([200] * 200), *([httpx.ConnectError("refused")] * 50)]
+    script = Script(*outcomes)
+    async with client_for(script, policy=policy) as client:
+        for _ in range(200):
+            await client.get("/a")
+        for _ in range(10):
+            with pytest.raises(httpx.ConnectError):
+                await client.get("/a")
+        with pytest.raises(asyncres.CircuitOpenError):
+            await client.get("/a")
+    assert len(script.requests) == 210

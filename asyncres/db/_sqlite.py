@@ -177,6 +177,23 @@ class SqliteDriver:
                 "(run this pool under asyncio, e.g. anyio.run(main, backend='asyncio'))"
             )
 
+    async def _pragma(self, conn: aiosqlite.Connection, key: str, value: str | int) -> None:
+        """Run one PRAGMA, waiting out a lock: switching a new file to WAL takes an
+        exclusive lock, and SQLite answers a concurrent switch with an immediate "database is
+        locked" (its busy handler is not consulted there). Pools open connections side by
+        side, so the first ones to a fresh file race for it."""
+        give_up = anyio.current_time() + self.busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                await conn.execute(f"PRAGMA {key} = {_pragma_value(value)}")
+                return
+            except Exception as exc:
+                if "locked" not in str(exc) or anyio.current_time() + pause > give_up:
+                    raise
+            await anyio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
     async def connect(self) -> aiosqlite.Connection:
         module = _import_aiosqlite()
         conn: aiosqlite.Connection = module.connect(
@@ -189,7 +206,7 @@ class SqliteDriver:
         await conn
         try:
             for key, value in self.pragmas.items():
-                await conn.execute(f"PRAGMA {key} = {_pragma_value(value)}")
+                await self._pragma(conn, key, value)
             clock = None
             if self.statement_timeout is not None:
                 clock = _Clock(self.statement_timeout)

@@ -1,0 +1,181 @@
+"""What the drill measures, and how it judges the result."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._scenario import Scenario
+from ._service import TICKS
+
+__all__ = ["Outcome", "Recorder", "summarize"]
+
+#: Outcomes of one request, as the caller saw it.
+OK, FAILED, REJECTED, UNFINISHED = "ok", "failed", "rejected", "unfinished"
+Outcome = str
+
+
+@dataclass
+class Recorder:
+    """Every request of one client: (start offset, latency, outcome), plus side channels."""
+
+    name: str
+    samples: list[tuple[float, float, Outcome]] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    breaker: list[tuple[float, str]] = field(default_factory=list)
+
+    def add(self, start: float, latency: float, outcome: Outcome) -> None:
+        self.samples.append((start, latency, outcome))
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return ordered[index]
+
+
+def _stats(
+    samples: list[tuple[float, float, Outcome]], sent: int, reached: int, abandoned: int
+) -> dict[str, Any]:
+    offered = len(samples)
+    outcomes = Counter(outcome for _, _, outcome in samples)
+    latencies = [latency for _, latency, _ in samples]
+    return {
+        "offered": offered,
+        "succeeded": outcomes[OK],
+        "failed": outcomes[FAILED] + outcomes[UNFINISHED],
+        "rejected_fast": outcomes[REJECTED],
+        "unfinished": outcomes[UNFINISHED],
+        "success_rate": round(outcomes[OK] / offered, 4) if offered else None,
+        "p50_ms": _ms(percentile(latencies, 0.50)),
+        "p99_ms": _ms(percentile(latencies, 0.99)),
+        "max_ms": _ms(max(latencies) if latencies else None),
+        "sent_to_backend": sent,
+        "reached_backend": reached,
+        "backend_abandoned": abandoned,
+        "amplification": round(sent / offered, 3) if offered else None,
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 1)
+
+
+def summarize(
+    scenario: Scenario,
+    recorders: dict[str, Recorder],
+    sent: dict[str, Counter[int]],
+    reached: dict[str, Counter[int]],
+    abandoned: dict[str, Counter[int]],
+    recovery_time: float,
+) -> dict[str, Any]:
+    """Per phase and per second, for each client; then the verdict."""
+    duration = scenario.duration
+    # Half-second points for short drills, seconds for long ones.
+    step = 0.5 if duration <= 20 else 1.0
+    points = math.ceil(duration / step)
+    clients: dict[str, Any] = {}
+    for name, recorder in recorders.items():
+        phases = {}
+        for phase, start, end in scenario.boundaries():
+            in_phase = [s for s in recorder.samples if start <= s[0] < end]
+            phases[phase.name] = _stats(
+                in_phase,
+                window(sent[name], start, end),
+                window(reached[name], start, end),
+                window(abandoned[name], start, end),
+            ) | {"start": start, "end": end, "faults": phase.faults.describe()}
+        timeline = []
+        for index in range(points):
+            lo, hi = index * step, (index + 1) * step
+            bucket = [s for s in recorder.samples if lo <= s[0] < hi]
+            ok = sum(1 for s in bucket if s[2] == OK)
+            timeline.append(
+                {
+                    "t": lo,
+                    "step": step,
+                    "offered": len(bucket),
+                    "success_rate": round(ok / len(bucket), 4) if bucket else None,
+                    "p50_ms": _ms(percentile([s[1] for s in bucket], 0.5)),
+                    "p99_ms": _ms(percentile([s[1] for s in bucket], 0.99)),
+                    "sent_to_backend": window(sent[name], lo, hi),
+                    "reached_backend": window(reached[name], lo, hi),
+                }
+            )
+        totals = _stats(
+            recorder.samples,
+            sum(sent[name].values()),
+            sum(reached[name].values()),
+            sum(abandoned[name].values()),
+        )
+        clients[name] = {
+            "phases": phases,
+            "timeline": timeline,
+            "totals": totals | {"max_in_flight": recorder.max_in_flight},
+            "breaker": [{"t": round(t, 3), "state": state} for t, state in recorder.breaker],
+        }
+    return {"clients": clients, "verdict": verdict(scenario, recorders, clients, recovery_time)}
+
+
+def window(counter: Counter[int], start: float, end: float) -> int:
+    """Sum of a per-tick counter over [start, end) seconds."""
+    lo, hi = round(start * TICKS), round(end * TICKS)
+    return sum(n for tick, n in counter.items() if lo <= tick < hi)
+
+
+def verdict(
+    scenario: Scenario,
+    recorders: dict[str, Recorder],
+    clients: dict[str, Any],
+    recovery_time: float,
+) -> dict[str, Any]:
+    """Did the protected client win where the issue says it must?"""
+    checks: dict[str, Any] = {}
+    naive, protected = clients["naive"]["phases"], clients["protected"]["phases"]
+    outage = next((p for p, s, e in scenario.boundaries() if p.faults.outage), None)
+    burst = next((p for p, s, e in scenario.boundaries() if p.faults.error_period), None)
+    if outage is not None:
+        ours = protected[outage.name]
+        amplification = ours["amplification"] or 0.0
+        p99 = (ours["p99_ms"] or 0.0) / 1000.0
+        checks["outage_fails_fast"] = {
+            "passed": amplification <= 1.25 and p99 <= 1.0,
+            "detail": (
+                f"protected: {amplification:.2f}x load, p99 {p99 * 1000:.0f} ms "
+                f"(need <= 1.25x and <= 1000 ms); naive: "
+                f"{naive[outage.name]['amplification']}x load, "
+                f"p99 {naive[outage.name]['p99_ms']} ms"
+            ),
+        }
+        end = next(e for p, s, e in scenario.boundaries() if p is outage)
+        first_ok = min(
+            (s[0] + s[1] for s in recorders["protected"].samples if s[2] == OK and s[0] >= end),
+            default=None,
+        )
+        # A request that started before the end cannot have reached the backend: start later.
+        waited = None if first_ok is None else max(0.0, first_ok - end)
+        checks["recovers_after_outage"] = {
+            "passed": waited is not None and waited <= recovery_time,
+            "detail": (
+                "no successful request after the outage"
+                if waited is None
+                else f"first success {waited:.2f} s after the outage ended "
+                f"(breaker recovery time {recovery_time:g} s)"
+            ),
+            "seconds": None if waited is None else round(waited, 3),
+        }
+    if burst is not None:
+        ours, theirs = protected[burst.name], naive[burst.name]
+        checks["error_burst_success"] = {
+            "passed": (ours["success_rate"] or 0.0) > (theirs["success_rate"] or 0.0),
+            "detail": (
+                f"success protected {ours['success_rate']} vs naive {theirs['success_rate']}; "
+                f"load protected {ours['amplification']}x vs naive {theirs['amplification']}x"
+            ),
+        }
+    return {"protected_wins": all(c["passed"] for c in checks.values()), "checks": checks}

@@ -1,0 +1,283 @@
+"""The drill's backend: a small real HTTP service over SQLite, in a process of its own.
+
+Each client gets its own backend (its own database file, pool and counters), so that one
+client's retry storm cannot steal capacity from the other: the comparison stays fair.
+Both receive identical faults, set by the drill through ``POST /_drill/faults``; the drill
+reads the counters with ``GET /_drill/stats``. Its own process (one core for the clients,
+one for the service) keeps the service from starving the clients' event loop.
+
+The service is written the asyncres way: it reads the client's remaining budget from the
+``Request-Timeout`` header and stops working when it runs out (the backend side of a
+timeout), and its database pool is an `asyncres.db.GuardedPool`, which refuses overflow
+quickly with a 503 instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+import asyncres
+
+from ._scenario import Faults
+
+#: Counters count per 1/TICKS of a second.
+TICKS = 10
+
+__all__ = ["Backend", "DrillService"]
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: How long the service works on a request that carries no budget header.
+DEFAULT_BUDGET = 30.0
+ITEMS = 1000
+
+
+@dataclass
+class Backend:
+    """One client's backend: faults in force, its pool, and what reached it when."""
+
+    name: str
+    database: Path
+    pool: Any = None
+    faults: Faults = field(default_factory=Faults)
+    phase_started: float = 0.0
+    #: ``time.monotonic()`` when the drill began (system-wide on Linux: both processes).
+    started: float = 0.0
+    #: Requests that reached the service, per tenth of a second since the drill began.
+    reached: Counter[int] = field(default_factory=Counter)
+    #: Requests abandoned by the service when the client's budget ran out.
+    abandoned: Counter[int] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+class DrillService:
+    """The ASGI app. ``GET /item/{id}`` with header ``X-Drill-Client: <backend name>``."""
+
+    def __init__(self, backends: dict[str, Backend], seed: int) -> None:
+        self.backends = backends
+        self.rng = random.Random(seed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # pragma: no cover - lifespan is off
+            return
+        if scope["path"].startswith("/_drill/"):
+            await self._admin(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        backend = self.backends.get(headers.get("x-drill-client", ""))
+        if backend is None:
+            await _reply(send, 404, {"error": "unknown client"})
+            return
+        now = time.monotonic()  # shared with the drill's thread
+        second = int((now - backend.started) * TICKS)
+        backend.reached[second] += 1
+        backend.in_flight += 1
+        backend.max_in_flight = max(backend.max_in_flight, backend.in_flight)
+        try:
+            await self._serve(backend, scope, headers, send, now, second)
+        finally:
+            backend.in_flight -= 1
+
+    async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The drill's control channel: set faults, read counters."""
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+        if path == "/_drill/faults" and scope["method"] == "POST":
+            data = json.loads(body)
+            now = time.monotonic()
+            for backend in self.backends.values():
+                if "started" in data:
+                    backend.started = float(data["started"])
+                backend.faults = Faults(**data.get("faults", {}))
+                backend.phase_started = now
+            await _reply(send, 200, {"ok": True})
+        elif path == "/_drill/stats":
+            stats = {
+                name: {
+                    "reached": dict(backend.reached),
+                    "abandoned": dict(backend.abandoned),
+                    "in_flight": backend.in_flight,
+                    "max_in_flight": backend.max_in_flight,
+                }
+                for name, backend in self.backends.items()
+            }
+            await _reply(send, 200, stats)
+        else:
+            await _reply(send, 404, {"error": "unknown admin route"})
+
+    async def _serve(
+        self,
+        backend: Backend,
+        scope: Scope,
+        headers: dict[str, str],
+        send: Send,
+        now: float,
+        second: int,
+    ) -> None:
+        faults = backend.faults
+        if faults.error_period:
+            window = int((now - backend.phase_started) / faults.error_period)
+            if window % 2 == 0:
+                await _reply(
+                    send,
+                    503,
+                    {"error": "briefly unavailable"},
+                    [(b"retry-after", str(faults.retry_after).encode())],
+                )
+                return
+        budget = _budget(headers.get("request-timeout"))
+        item = _item_id(scope["path"])
+        try:
+            # The backend side of the client's timeout: no work past the client's budget.
+            with asyncres.timeout(budget):
+                row = await backend.pool.run(_read_item, item, faults.slow_db)
+        except asyncres.TimeoutExceededError:
+            backend.abandoned[second] += 1
+            await _reply(send, 504, {"error": "budget exhausted"})
+            return
+        except asyncres.RejectedError as exc:
+            # The pool is exhausted (or its breaker open): shed load, say when to come back.
+            retry_after = max(1, math.ceil(getattr(exc, "retry_after", 1.0) or 1.0))
+            await _reply(
+                send,
+                503,
+                {"error": type(exc).__name__},
+                [(b"retry-after", str(retry_after).encode())],
+            )
+            return
+        await _reply(send, 200, {"id": item, "name": row[0], "views": row[1]})
+
+
+async def _read_item(conn: Any, item: int, slow: float) -> tuple[str, int]:
+    if slow:
+        await anyio.sleep(slow)  # a slow statement: the connection stays checked out
+    await conn.execute("UPDATE items SET views = views + 1 WHERE id = ?", (item,))
+    cursor = await conn.execute("SELECT name, views FROM items WHERE id = ?", (item,))
+    row = await cursor.fetchone()
+    await cursor.close()
+    return (str(row[0]), int(row[1])) if row else ("missing", 0)
+
+
+async def create_schema(pool: Any) -> None:
+    async def setup(conn: Any) -> None:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS items "
+            "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, views INTEGER NOT NULL DEFAULT 0)"
+        )
+        await conn.executemany(
+            "INSERT OR IGNORE INTO items (id, name) VALUES (?, ?)",
+            [(i, f"item-{i}") for i in range(ITEMS)],
+        )
+
+    await pool.run(setup)
+
+
+def _budget(header: str | None) -> float:
+    if header is None:
+        return DEFAULT_BUDGET
+    try:
+        value = float(header)
+    except ValueError:
+        return DEFAULT_BUDGET
+    if not math.isfinite(value) or value < 0:
+        return DEFAULT_BUDGET
+    return min(value, DEFAULT_BUDGET)
+
+
+def _item_id(path: str) -> int:
+    try:
+        return int(path.rsplit("/", 1)[-1]) % ITEMS
+    except ValueError:
+        return 0
+
+
+async def _reply(
+    send: Send,
+    status: int,
+    payload: dict[str, Any],
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve(connection: Any, folder: str, seed: int) -> None:
+    """Process entry point: open the pools, start uvicorn, send back the port, serve."""
+    import asyncio
+
+    asyncio.run(_serve_forever(connection, Path(folder), seed))
+
+
+async def _serve_forever(connection: Any, folder: Path, seed: int) -> None:
+    import contextlib
+    import socket
+
+    import uvicorn
+
+    from asyncres import db
+
+    backends = {name: Backend(name=name, database=folder / f"{name}.db") for name in CLIENTS}
+    async with contextlib.AsyncExitStack() as stack:
+        for backend in backends.values():
+            backend.pool = await stack.enter_async_context(
+                db.sqlite(
+                    backend.database,
+                    min_size=2,
+                    max_size=8,
+                    max_queued=16,
+                    acquire_timeout=1.0,
+                    name=f"drill {backend.name}",
+                )
+            )
+            await create_schema(backend.pool)
+        # proto=IPPROTO_TCP: asyncio then sets TCP_NODELAY on accepted connections; without
+        # it each response waits ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1024)
+        config = uvicorn.Config(
+            DrillService(backends, seed),
+            log_level="critical",
+            lifespan="off",
+            access_log=False,
+            timeout_keep_alive=30,
+            backlog=1024,
+        )
+        server = uvicorn.Server(config)
+        connection.send(sock.getsockname()[1])
+        connection.close()
+        await server.serve(sockets=[sock])
+
+
+#: The clients, each with a backend of its own.
+CLIENTS = ("naive", "protected")

@@ -248,7 +248,34 @@ class SlowCloseToxic(Toxic):
         super().__init__(direction=direction, toxicity=toxicity, enabled=enabled, name=name)
 
 
-class TimeoutToxic(Toxic):
+class _AfterTimeout(Toxic):
+    """A toxic whose one parameter is ``timeout``: seconds before it acts (0 = at once)."""
+
+    __slots__ = ("timeout",)
+
+    _primary = "timeout"
+    _checks: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        **Toxic._checks,
+        "timeout": _finite_non_negative,
+    }
+
+    timeout: float
+
+    def __init__(
+        self,
+        timeout: float = 0.0,
+        /,
+        *,
+        direction: Direction = "downstream",
+        toxicity: float = 1.0,
+        enabled: bool = True,
+        name: str | None = None,
+    ) -> None:
+        self.timeout = timeout
+        super().__init__(direction=direction, toxicity=toxicity, enabled=enabled, name=name)
+
+
+class TimeoutToxic(_AfterTimeout):
     """A black hole: no data gets through; the connection is closed after ``timeout``.
 
     With ``timeout=0`` (default) the connection stays open and data is held back until the
@@ -256,65 +283,25 @@ class TimeoutToxic(Toxic):
     ``timeout`` the data is dropped and the connection closed when it expires.
     """
 
-    __slots__ = ("timeout",)
+    __slots__ = ()
 
     __module__ = "asyncres.chaos"
 
     type = "timeout"
-    _primary = "timeout"
-    _checks: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        **Toxic._checks,
-        "timeout": _finite_non_negative,
-    }
-
-    timeout: float
-
-    def __init__(
-        self,
-        timeout: float = 0.0,
-        /,
-        *,
-        direction: Direction = "downstream",
-        toxicity: float = 1.0,
-        enabled: bool = True,
-        name: str | None = None,
-    ) -> None:
-        self.timeout = timeout
-        super().__init__(direction=direction, toxicity=toxicity, enabled=enabled, name=name)
 
 
-class ResetPeerToxic(Toxic):
+class ResetPeerToxic(_AfterTimeout):
     """Reset the connection (TCP RST: "connection reset by peer") after ``timeout`` seconds.
 
     The reset goes to the client for ``"downstream"``, to the server for ``"upstream"``;
     ``timeout=0`` resets at once (a new connection is reset right after it is accepted).
     """
 
-    __slots__ = ("timeout",)
+    __slots__ = ()
 
     __module__ = "asyncres.chaos"
 
     type = "reset_peer"
-    _primary = "timeout"
-    _checks: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        **Toxic._checks,
-        "timeout": _finite_non_negative,
-    }
-
-    timeout: float
-
-    def __init__(
-        self,
-        timeout: float = 0.0,
-        /,
-        *,
-        direction: Direction = "downstream",
-        toxicity: float = 1.0,
-        enabled: bool = True,
-        name: str | None = None,
-    ) -> None:
-        self.timeout = timeout
-        super().__init__(direction=direction, toxicity=toxicity, enabled=enabled, name=name)
 
 
 class SlicerToxic(Toxic):

@@ -213,19 +213,21 @@ class _Waiter(Generic[C]):
         self.error: Exception | None = None
 
 
-class _Classifier:
-    """The default retry's ``on=`` predicate: the driver's transient errors."""
+class _ErrorKind:
+    """A default policy's ``on=`` predicate: errors of a kind, as the driver classifies them."""
 
-    __slots__ = ("_pool",)
+    __slots__ = ("_label", "_mask", "_pool")
 
-    def __init__(self, pool: GuardedPool[Any]) -> None:
+    def __init__(self, pool: GuardedPool[Any], mask: int, label: str) -> None:
         self._pool = pool
+        self._mask = mask
+        self._label = label
 
     def __call__(self, exc: Exception) -> bool:
-        return bool(self._pool._classify(exc) & TRANSIENT)
+        return bool(self._pool._classify(exc) & self._mask)
 
     def __repr__(self) -> str:
-        return f"<{self._pool._driver.name} transient errors>"
+        return f"<{self._pool._driver.name} {self._label}>"
 
 
 class GuardedPool(Generic[C]):
@@ -1111,26 +1113,11 @@ def default_retry(pool: GuardedPool[Any]) -> Retry:
     errors, with a `RetryBudget` of its own (at most 20 % extra load in an outage).
     """
     return Retry(
-        on=_Classifier(pool),
+        on=_ErrorKind(pool, TRANSIENT, "transient errors"),
         attempts=3,
         backoff=FullJitter(base=0.05, cap=2.0),
         name=pool.name,
     )
-
-
-class _ConnectionFailures:
-    """The default breaker's ``on=`` predicate: the driver's connection-level errors."""
-
-    __slots__ = ("_pool",)
-
-    def __init__(self, pool: GuardedPool[Any]) -> None:
-        self._pool = pool
-
-    def __call__(self, exc: Exception) -> bool:
-        return bool(self._pool._classify(exc) & CONNECTION)
-
-    def __repr__(self) -> str:
-        return f"<{self._pool._driver.name} connection errors>"
 
 
 def default_breaker(pool: GuardedPool[Any]) -> CircuitBreaker:
@@ -1146,7 +1133,7 @@ def default_breaker(pool: GuardedPool[Any]) -> CircuitBreaker:
     return CircuitBreaker(
         failure_threshold=_BREAKER_FAILURES,
         recovery_backoff=_BREAKER_RECOVERY,
-        on=_ConnectionFailures(pool),
+        on=_ErrorKind(pool, CONNECTION, "connection errors"),
         name=pool.name,
         listeners=pool._listeners,
     )

@@ -94,3 +94,66 @@ def test_command_line_smoke_run_prints_markdown() -> None:
     assert completed.returncode == 0, completed.stderr
     assert "## 2. Outage amplification" in completed.stdout
     assert "| contender |" in completed.stdout
+
+
+def test_budget_arithmetic_matches_the_published_bounds() -> None:
+    """The readings' bounds: 1.2 x in an outage at 100 req/s, 70 % at 1.4 x for p = 50 %."""
+    import asyncres
+    from benchmarks.scenarios import amplification
+
+    budget = asyncres.RetryBudget()
+    assert amplification._outage_bound(budget, 100.0) == pytest.approx(1.2)
+    assert amplification._outage_bound(budget, 10.0) == pytest.approx(2.0)
+    assert amplification._failed_needed(0.2) == pytest.approx(0.048)
+    success, attempts = amplification._budget_bound(0.5, 0.2)
+    assert (success, attempts) == (pytest.approx(0.70), pytest.approx(1.40))
+    assert amplification._budget_bound(0.2, 0.2) == (
+        pytest.approx(1 - 0.2**3),
+        pytest.approx(1.24),
+    )
+
+
+def test_brownout_verdicts_follow_the_numbers() -> None:
+    """Two success rates within two standard errors are level; otherwise one wins."""
+    from benchmarks.scenarios import amplification
+    from benchmarks.scenarios._load import Outcome
+
+    ours = Outcome(requests=6000, attempts=7500, successes=5945)
+    assert amplification.compare(ours, Outcome(6000, 7500, 5952)) == "is level with"
+    assert amplification.compare(ours, Outcome(6000, 7560, 5999)) == "**loses to**"
+    assert amplification.compare(Outcome(6000, 7560, 5999), ours) == "beats"
+
+
+def test_rendered_results_are_computed_not_prototypes(results: dict[int, Any]) -> None:
+    """The smoke markdown has a summary row per scenario, no prototype rows, and no history."""
+    from benchmarks.scenarios._report import render
+
+    text = render(list(results.values()), command="smoke", seconds=1.0, workers=1)
+    assert "prototype" not in text.lower()
+    assert "proposed fix" not in text.lower()
+    summary = text.split("## Summary", 1)[1].split("## 1.", 1)[0]
+    assert summary.count("\n| ") == 2 + 6  # header, rule, and one row per scenario (3 twice)
+    assert "**Where asyncres still loses, in this run.**" in text
+    # Earlier runs are compared only with full runs on their seeds.
+    assert "What the scenarios changed in the library" not in text
+
+
+def test_history_is_compared_only_on_the_same_seeds(results: dict[int, Any]) -> None:
+    """The closing note's before/after needs a full run with the earlier run's seed."""
+    import dataclasses
+
+    from benchmarks.scenarios._report import BEFORE_FIXES, _comparable
+
+    slow = results[4]
+    assert not _comparable(slow, BEFORE_FIXES)  # a smoke run
+    full = dataclasses.replace(slow, smoke=False)
+    assert _comparable(full, BEFORE_FIXES)
+    assert not _comparable(dataclasses.replace(full, seed=5), BEFORE_FIXES)
+
+
+def test_brownout_has_the_tuned_budget_row(results: dict[int, Any]) -> None:
+    """Scenario 3 runs `Retry` with `RetryBudget(ratio=0.5)` next to the defaults."""
+    from benchmarks.scenarios._retriers import ASYNCRES_DEFAULTS, ASYNCRES_TUNED
+
+    for main in results[3].data["results"].values():
+        assert {ASYNCRES_DEFAULTS, ASYNCRES_TUNED} <= set(main)

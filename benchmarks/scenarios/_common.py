@@ -61,6 +61,8 @@ class ScenarioResult:
     data: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     smoke: bool = False
+    #: The scenario's seed (the closing note compares with earlier runs only on theirs).
+    seed: int | None = None
 
 
 def source_of(fn: Callable[..., Any]) -> str:
@@ -217,6 +219,11 @@ def pct(value: float, digits: int = 1) -> str:
     if math.isnan(value):
         return "—"
     return f"{100.0 * value:.{digits}f} %"
+
+
+def span(low: str, high: str) -> str:
+    """The range from ``low`` to ``high`` (an en dash), or one value when both read alike."""
+    return low if low == high else f"{low}–{high}"
 
 
 def seconds_or_ms(value: float) -> str:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import platform
 from typing import Any
 
-from ._common import ScenarioResult, pct
+import asyncres
+
+from ._common import ScenarioResult, pct, span
 
 PACKAGES = [
     "anyio", "trio", "looptime", "httpx", "tenacity", "stamina", "backoff", "httpx-retries",
@@ -44,7 +47,7 @@ def render(results: list[ScenarioResult], *, command: str, seconds: float, worke
         out += _section(result)
     note = _closing_note(results)
     if note:
-        out += ["## Closing note: where asyncres loses, and what to change", "", *note, ""]
+        out += ["## Closing note: what changed, where asyncres loses, what is open", "", *note]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -79,129 +82,398 @@ def _by_number(results: list[ScenarioResult]) -> dict[int, ScenarioResult]:
     return {r.number: r for r in results}
 
 
+# -- the runs before the library changes, for the closing note --------------------------
+#
+# Numbers from earlier full runs of this command with the same seeds (history: they cannot
+# be recomputed from today's library). BEFORE_FIXES is `benchmarks/results/scenarios.md` at
+# commit 15f18d7, before `CircuitBreaker` ignored inner rejections and before `RetryBudget`
+# refunded successful retries. BEFORE_ADAPTER is the file at commit 8c788a4: both fixes in,
+# the httpx adapter's default breaker still without `failure_threshold=10`.
+
+BEFORE_FIXES: dict[str, Any] = {
+    "commit": "15f18d7",
+    "seeds": {2: 2, 3: 3, 4: 4},
+    "outage": 1.20,
+    "brownout": {0.2: (0.954, 1.20), 0.5: (0.591, 1.20)},
+    "slow": {"on_time": 0.081, "per_second": 8.1, "after": 0.562},
+}
+BEFORE_ADAPTER: dict[str, Any] = {
+    "commit": "8c788a4",
+    "seeds": {2: 2, 3: 3},
+    "outage": 0.16,
+    "brownout": {0.2: (0.992, 1.25), 0.5: (0.342, 0.70)},
+}
+
+
+def _comparable(result: ScenarioResult, before: dict[str, Any]) -> bool:
+    return not result.smoke and before["seeds"].get(result.number) == result.seed
+
+
 def _summary(results: list[ScenarioResult]) -> list[str]:
+    from . import amplification, recovery, slow
+    from ._retriers import ASYNCRES_DEFAULTS, ASYNCRES_TUNED, PEER_ATTEMPTS, is_peer
+
     found = _by_number(results)
     rows = []
     if 1 in found:
         grid = found[1].data["grid"]
         n = found[1].data["clients"][-1]
+        least, slowest, loser = found[1].data["ranking"]
+        held = least == "full" and slowest == "equal" and loser
         rows.append(
             f"| 1. Backoff under contention (N={n}) | full jitter: {grid['full'][n][0]:,.0f} "
             f"calls, {grid['full'][n][1] * 1000:,.0f} ms | equal {grid['equal'][n][0]:,.0f} / "
             f"{grid['equal'][n][1] * 1000:,.0f} ms; exponential "
             f"{grid['exponential'][n][0]:,.0f} / {grid['exponential'][n][1] * 1000:,.0f} ms | "
-            "published ranking reproduced |"
+            + (
+                "published ranking reproduced"
+                if held
+                else f"**published ranking not reproduced** (least work: {least})"
+            )
+            + " |"
         )
     if 2 in found:
         main = found[2].data["main"]
-        ours = main["asyncres `Retry` defaults"].amplification
-        peers = {
-            k: v.amplification for k, v in main.items() if not k.startswith(("asyncres", "no "))
-        }
-        rng = f"{min(peers.values()):.2f}–{max(peers.values()):.2f} ×" if peers else "—"
+        ours = main[ASYNCRES_DEFAULTS].amplification
+        peers = [v.amplification for k, v in main.items() if is_peer(k)]
+        spread = f"{min(peers):.2f}–{max(peers):.2f} ×" if peers else "—"
+        if peers and ours < min(peers):
+            verdict = f"fewest attempts ({min(peers) / ours:.1f}× fewer than the lightest peer)"
+        elif peers:
+            verdict = "**more attempts than a peer**"
+        else:
+            verdict = "—"
+        met = ours <= amplification.TARGET
+        verdict += f"; target ≤ {amplification.TARGET} × {'met' if met else '**not met**'}"
         rows.append(
-            f"| 2. Outage, attempts per request | {ours:.2f} × | {rng} | "
-            f"{'wins' if peers and ours < min(peers.values()) else 'see reading'} "
-            "(target ≤ 1.25 ×) |"
+            f"| 2. Outage, attempts per request | {amplification.times(ours)} | {spread} | "
+            f"{verdict} |"
         )
     if 3 in found:
+        rate = found[3].data["rate"]
+        allowed = amplification._failed_allowed(asyncres.RetryBudget(), rate)
         for fraction, main in found[3].data["results"].items():
-            ours = main["asyncres `Retry` defaults"]
-            peers = {k: v for k, v in main.items() if not k.startswith(("asyncres", "no "))}
-            if not peers:
+            ours = main[ASYNCRES_DEFAULTS]
+            best = amplification.best_peer(main)
+            if best is None:
                 continue
-            best = max(peers.values(), key=lambda o: o.success_rate)
-            verdict = "**loses** on success" if ours.success_rate < best.success_rate else "wins"
+            theirs = main[best]
+            cell = f"{pct(ours.success_rate)} ({amplification.times(ours.amplification)})"
+            tuned = main.get(ASYNCRES_TUNED)
+            if tuned is not None:
+                cell += (
+                    f"; `ratio={_retriers_tuned_ratio()}`: {pct(tuned.success_rate)} "
+                    f"({amplification.times(tuned.amplification)})"
+                )
+            verdict = amplification.compare(ours, theirs)
+            verdict = {
+                "beats": "wins on success",
+                "is level with": "level on success",
+                "**loses to**": "**loses** on success",
+            }[verdict]
+            if ours.success_rate < theirs.success_rate and not amplification._level(ours, theirs):
+                binds = amplification._failed_needed(fraction) > allowed
+                verdict += (
+                    "; the budget caps failed retries (by design)"
+                    if binds
+                    else f"; {amplification.ATTEMPTS} attempts against its "
+                    f"{PEER_ATTEMPTS.get(best, 'more')}"
+                )
+            verdict += (
+                f", at {pct(ours.amplification / theirs.amplification, 0)} of its load"
+                if ours.amplification < theirs.amplification
+                else ""
+            )
             rows.append(
-                f"| 3. Brownout {fraction:.0%}, success (attempts) | {pct(ours.success_rate)} "
-                f"({ours.amplification:.2f} ×) | best {pct(best.success_rate)} "
-                f"({best.amplification:.2f} ×) | {verdict}; lighter load |"
+                f"| 3. Brownout {pct(fraction, 0)}, success (attempts) | {cell} | {best}: "
+                f"{pct(theirs.success_rate)} ({amplification.times(theirs.amplification)}) | "
+                f"{verdict} |"
             )
     if 4 in found:
         res = found[4].data["results"]
-        names = list(res)
-        ours = res[names[0]]
-        peer = res.get("tenacity + asyncio timeouts")
-        rows.append(
-            f"| 4. Slow dependency, on-time answers | {pct(ours.goodput)} "
-            f"(proposed fix: {pct(res[names[1]].goodput)}) | tenacity "
-            f"{pct(peer.goodput) if peer else '—'} | wins, but a breaker bug costs 2/3 |"
-        )
+        ours = res.get(slow.ASYNCRES)
+        peers = {k: v for k, v in res.items() if k != slow.ASYNCRES}
+        if ours is not None and peers:
+            best = max(peers, key=lambda k: peers[k].on_time)
+            theirs = peers[best]
+            if ours.on_time > theirs.on_time:
+                verdict = (
+                    f"wins ({ours.on_time / theirs.on_time:.1f}× the best alternative)"
+                    if theirs.on_time
+                    else "wins"
+                )
+            else:
+                verdict = "**does not win**"
+            seconds = found[4].data["seconds"]
+            verdict += (
+                f"; {pct(ours.on_time / seconds / slow.capacity(), 0)} of the pool's capacity"
+            )
+            rows.append(
+                f"| 4. Slow dependency, on-time answers | {pct(ours.goodput)} | {best} "
+                f"{pct(theirs.goodput)} | {verdict} |"
+            )
     if 5 in found:
         res = found[5].data["results"]
-        alike = {label: ts for (g, label), ts in res.items() if g == "alike"}
-        mean = {k: sum(t.recovery for t in v) / len(v) for k, v in alike.items()}
-        peers = [v for k, v in mean.items() if k not in ("asyncres", "no breaker")]
-        ours = mean.get("asyncres", 0.0)
-        verdict = (
-            "tie"
-            if not peers or abs(ours - min(peers)) < 0.05
-            else (f"tie within a bin (asyncres {ours - min(peers):+.1f} s)")
-        )
-        rows.append(
-            f"| 5. Recovery, time to 99 % (same settings) | {ours:.1f} s | "
-            f"{min(peers):.1f} s | {verdict} |"
-            if peers
-            else f"| 5. Recovery | {mean.get('asyncres', 0):.1f} s | — | — |"
-        )
+        alike = {label: recovery.mean_recovery(res, g, label) for (g, label) in res if g == "alike"}
+        peers = {k: v for k, v in alike.items() if k not in ("asyncres", "no breaker")}
+        ours5 = alike.get("asyncres", math.nan)
+        if peers:
+            best = min(peers, key=lambda k: peers[k])
+            rows.append(
+                f"| 5. Recovery, time to 99 % (same settings) | {ours5:.1f} s | {best} "
+                f"{peers[best]:.1f} s | {recovery.verdict(ours5, peers[best])} |"
+            )
     if not rows:
         return []
-    return ["| scenario | asyncres | peers | verdict |", "| --- | --- | --- | --- |", *rows]
+    return ["| scenario | asyncres | best peer | verdict |", "| --- | --- | --- | --- |", *rows]
+
+
+def _retriers_tuned_ratio() -> float:
+    from ._retriers import TUNED_RATIO
+
+    return TUNED_RATIO
 
 
 def _closing_note(results: list[ScenarioResult]) -> list[str]:
+    from . import amplification, recovery, slow
+    from ._retriers import ADAPTER, ASYNCRES_DEFAULTS, ASYNCRES_TUNED, BASELINE, TUNED_RATIO
+
     found = _by_number(results)
     out: list[str] = []
-    if 3 in found:
-        data: dict[float, Any] = found[3].data["results"]
-        low = data.get(0.2, {})
-        ours = low.get("asyncres `Retry` defaults")
-        proto = low.get("asyncres + refund of successful retries (prototype)")
-        peers = [o for n, o in low.items() if not n.startswith(("asyncres", "no "))]
-        if ours is not None and proto is not None and peers:
-            out.append(
-                f"1. **Brownouts (scenario 3): asyncres succeeds less than every retrying "
-                f"peer.** At 20 % failures its defaults reach {pct(ours.success_rate)} where "
-                f"the peers reach {pct(min(o.success_rate for o in peers))}–"
-                f"{pct(max(o.success_rate for o in peers))} at about the same load "
-                f"({min(o.amplification for o in peers):.2f}–"
-                f"{max(o.amplification for o in peers):.2f} ×): the budget refuses "
-                "retries that would have worked. Proposed fix, within the design: *refund a "
-                "successful retry's token* (`RetryBudget.refund()`, called by `Retry` when an "
-                "attempt after the first succeeds), so the budget bounds failed retries. In an "
-                "outage no retry succeeds and nothing changes (1.2 ×); the prototype row "
-                f"reaches {pct(proto.success_rate)} at {proto.amplification:.2f} × here. At "
-                "50 % failures asyncres still succeeds less than the peers (by design: they "
-                "pay 1.75–2 × the load for it)."
+    times = amplification.times
+
+    # What changed in the library, with the numbers before and after.
+    changed: list[str] = []
+    if 4 in found and _comparable(found[4], BEFORE_FIXES):
+        ours = found[4].data["results"].get(slow.ASYNCRES)
+        before = BEFORE_FIXES["slow"]
+        if ours is not None:
+            seconds = found[4].data["seconds"]
+            changed.append(
+                "**`CircuitBreaker` ignores every inner `RejectedError`** (a full bulkhead or "
+                "pool inside a breaker counts as nothing: the call never reached the "
+                "dependency; `asyncres/_breaker.py`, `_complete`). Before, the canonical "
+                "pipeline's breaker counted the bulkhead's rejections as failures, opened, and "
+                "turned away calls that had a free connection. Scenario 4, on-time answers: "
+                f"{pct(before['on_time'], 1)} ({before['per_second']:.1f}/s) → "
+                f"{pct(ours.goodput)} ({ours.on_time / seconds:.1f}/s, "
+                f"{pct(ours.on_time / seconds / slow.capacity(), 0)} of the pool's capacity); on "
+                f"time in the 10 s after the slowdown: {pct(before['after'], 1)} → "
+                f"{pct(ours.after_on_time)}."
             )
-    if 4 in found:
-        res = found[4].data["results"]
-        names = list(res)
-        out.append(
-            f"2. **Slow dependency (scenario 4): the canonical pipeline's breaker counts the "
-            f"bulkhead's rejections as failures**, opens, and rejects calls that had a free "
-            f"connection: {pct(res[names[0]].goodput)} of requests answered in time instead "
-            f"of {pct(res[names[1]].goodput)} with the fix. `CircuitBreaker._complete` ignores "
-            "an inner `CircuitOpenError` only; it should ignore every `RejectedError` (the "
-            "call never ran). A one-line change in `asyncres/_breaker.py`; until then, put "
-            "the `Bulkhead` outside the `CircuitBreaker` or pass "
-            "`exclude=asyncres.BulkheadFullError`."
+    if 3 in found and _comparable(found[3], BEFORE_FIXES):
+        data = found[3].data["results"]
+        parts = []
+        for fraction, (success, amp) in BEFORE_FIXES["brownout"].items():
+            now = data.get(fraction, {}).get(ASYNCRES_DEFAULTS)
+            if now is not None:
+                parts.append(
+                    f"{pct(fraction, 0)} failures {pct(success, 1)} at {amp:.2f} × → "
+                    f"{pct(now.success_rate)} at {times(now.amplification)}"
+                )
+        outage = ""
+        if 2 in found and _comparable(found[2], BEFORE_FIXES):
+            now2 = found[2].data["main"][ASYNCRES_DEFAULTS].amplification
+            outage = (
+                f" In an outage no retry succeeds, so nothing is refunded: "
+                f"{BEFORE_FIXES['outage']:.2f} × → {times(now2)} (scenario 2)."
+            )
+        changed.append(
+            "**`RetryBudget.refund()`; `Retry` refunds a retry that succeeds** "
+            "(`asyncres/_budget.py`, `asyncres/_retry.py`): the budget now bounds *failed* "
+            "retries, the wasted work of an outage, and no longer refuses retries that ride "
+            "out a partial failure. Scenario 3, `Retry` defaults: "
+            + "; ".join(parts)
+            + "."
+            + outage
         )
-    if 5 in found:
-        out.append(
-            "3. **Recovery (scenario 5): a tie at equal settings** (asyncres's single half-open "
-            "probe rejects the calls that arrive during it, which can cost one half-second "
-            "bin; raise `half_open_max_calls` if that matters). asyncres's default time "
-            "window (failure rate over 60 s) trips late in a hard outage: with a long healthy "
-            "history it needs about half the window (~30 s) of failures before it opens, "
-            "where the peers' 5-consecutive-failures rule opens at once. Consider adding "
-            "`failure_threshold` to the defaults, or a shorter default window."
-        )
+    if 3 in found and 2 in found and _comparable(found[3], BEFORE_ADAPTER):
+        data = found[3].data["results"]
+        now2 = found[2].data["main"].get(ADAPTER)
+        rules = amplification._breaker_rules()
+        if now2 is not None and rules is not None:
+            parts = [
+                f"outage {BEFORE_ADAPTER['outage']:.2f} × → {times(now2.amplification)} "
+                "attempts per request (scenario 2)"
+            ]
+            worse = []
+            for fraction, (success, amp) in BEFORE_ADAPTER["brownout"].items():
+                now = data.get(fraction, {}).get(ADAPTER)
+                if now is None:
+                    continue
+                parts.append(
+                    f"{pct(fraction, 0)} brownout {pct(success, 1)} at {amp:.2f} × → "
+                    f"{pct(now.success_rate)} at {times(now.amplification)}"
+                )
+                if now.success_rate < success - 0.005:
+                    worse.append((fraction, success, now))
+            line = (
+                "**The httpx adapter's default per-host breaker** now also opens on "
+                f"consecutive failures (it {rules[0]}), and a response with `Retry-After` no "
+                "longer counts as a failure (flow control; `Retry` still waits it out) — "
+                f"`asyncres/httpx.py`. Against the run at {BEFORE_ADAPTER['commit']} (the two "
+                "fixes above already in): " + "; ".join(parts) + "."
+            )
+            for fraction, success, now in worse:
+                line += (
+                    f" **At a {pct(fraction, 0)} brownout the change costs "
+                    f"{100 * (success - now.success_rate):.1f} points of success**: failures "
+                    "in a row are common when half the calls fail (see the reading of "
+                    "scenario 3)."
+                )
+            line += (
+                " The `Retry-After` change is not exercised here: these scenarios' 503s carry none."
+            )
+            changed.append(line)
+    if changed:
+        out += [
+            "**What the scenarios changed in the library.** *Before* is the results file of "
+            f"an earlier run (commit {BEFORE_FIXES['commit']} unless said otherwise), same "
+            "seeds and harness; *after* is this run.",
+            "",
+            *[f"{i}. {line}" for i, line in enumerate(changed, 1)],
+            "",
+        ]
+
+    # Where asyncres still loses: from this run's verdicts.
+    losses: list[str] = []
+    if 3 in found:
+        rate = found[3].data["rate"]
+        allowed = amplification._failed_allowed(asyncres.RetryBudget(), rate)
+        outage_tuned = None
+        if 2 in found:
+            tuned2 = found[2].data["main"].get(ASYNCRES_TUNED)
+            outage_tuned = tuned2.amplification if tuned2 is not None else None
+        for fraction, main in found[3].data["results"].items():
+            ours = main[ASYNCRES_DEFAULTS]
+            best = amplification.best_peer(main)
+            if best is None or amplification.compare(ours, main[best]) != "**loses to**":
+                continue
+            theirs = main[best]
+            text = (
+                f"**Brownout {pct(fraction, 0)} (scenario 3)**: `Retry` defaults "
+                f"{pct(ours.success_rate)} at {times(ours.amplification)}, {best} "
+                f"{pct(theirs.success_rate)} at {times(theirs.amplification)}."
+            )
+            if amplification._failed_needed(fraction) > allowed:
+                text += (
+                    f" By design: the budget holds failed retries to {pct(allowed, 0)} of the "
+                    "requests, the cap that keeps an outage at "
+                    f"{times(1 + allowed)}."
+                )
+                tuned = main.get(ASYNCRES_TUNED)
+                if tuned is not None:
+                    text += (
+                        f" A user who expects partial failures can raise `ratio`: "
+                        f"`RetryBudget(ratio={TUNED_RATIO})` gives {pct(tuned.success_rate)} at "
+                        f"{times(tuned.amplification)}"
+                        + (
+                            f", and {times(outage_tuned)} in an outage"
+                            if outage_tuned is not None
+                            else ""
+                        )
+                        + "."
+                    )
+            else:
+                text += (
+                    f" The budget does not bind here; {best} makes more attempts than "
+                    f"`Retry`'s {amplification.ATTEMPTS}. Raise `attempts` to match."
+                )
+            losses.append(text)
+        for fraction, main in found[3].data["results"].items():
+            adapter = main.get(ADAPTER)
+            baseline = main.get(BASELINE)
+            if (
+                adapter is not None
+                and baseline is not None
+                and adapter.success_rate < baseline.success_rate
+            ):
+                losses.append(
+                    f"**The httpx adapter at a {pct(fraction, 0)} brownout (scenario 3)**: "
+                    f"{pct(adapter.success_rate)} succeed, fewer than with no retry at all "
+                    f"({pct(baseline.success_rate)}): its per-host breaker opens. Configure "
+                    "the breaker (`standard_policy(breaker=...)`) where partial brownouts "
+                    "are expected."
+                )
     if 2 in found:
-        out.append(
-            "4. **Low-load outages (scenario 2)**: below ~40 requests/s the budget's reserve "
-            "of 10 retries/s exceeds 25 % of the traffic, so amplification rises above the "
-            "1.25 × target (2 × at 10 requests/s), by at most 10 attempts/s. Documented, not "
-            "a bug."
-        )
+        sweep = found[2].data["sweep"]
+        low = {r: o for r, o in sweep.items() if o.amplification > amplification.TARGET}
+        if low:
+            worst = max(low, key=lambda r: low[r].amplification)
+            budget = asyncres.RetryBudget()
+            losses.append(
+                f"**Low-load outages (scenario 2)**: at {', '.join(f'{r:.0f}' for r in low)} "
+                f"requests/s amplification exceeds the {amplification.TARGET} × target "
+                f"({times(low[worst].amplification)} at {worst:.0f} requests/s): the budget's "
+                f"reserve of {budget.min_per_second:g} retries/s, at most that many extra "
+                "attempts per second. Documented; lower `min_per_second` where it matters."
+            )
+    if 5 in found:
+        res = found[5].data["results"]
+        alike = {label: recovery.mean_recovery(res, g, label) for (g, label) in res if g == "alike"}
+        peers = {k: v for k, v in alike.items() if k not in ("asyncres", "no breaker")}
+        ours5 = alike.get("asyncres", math.nan)
+        if peers and ours5 > min(peers.values()) + 0.05:
+            best = min(peers, key=lambda k: peers[k])
+            losses.append(
+                f"**Recovery at equal settings (scenario 5)**: asyncres {ours5:.1f} s, {best} "
+                f"{peers[best]:.1f} s ({recovery.verdict(ours5, peers[best])}): the single "
+                "half-open probe rejects the calls that arrive while it runs. Raise "
+                "`half_open_max_calls` if that matters."
+            )
+    out += [
+        "**Where asyncres still loses, in this run.**",
+        "",
+        *([f"- {line}" for line in losses] or ["- Nowhere."]),
+        "",
+    ]
+
+    # Open: suggestions from the numbers, not applied.
+    suggestions: list[str] = []
+    if 5 in found:
+        res = found[5].data["results"]
+        reached = {
+            label: recovery.mean_reached(res, g, label) for (g, label) in res if g == "defaults"
+        }
+        ours_r = reached.get("asyncres")
+        others = [v for k, v in reached.items() if k != "asyncres"]
+        default = asyncres.CircuitBreaker()
+        if ours_r is not None and others and ours_r > 2 * max(others):
+            suggestions.append(
+                "**Core `CircuitBreaker` defaults trip slowly in a hard outage** (scenario 5): "
+                f"a failure rate over a {default.window:g} s window "
+                f"({pct(default.failure_rate, 0)} of ≥ {default.min_calls} calls) lets "
+                f"{pct(ours_r, 1)} of the outage's calls reach the dependency where the peers' "
+                "consecutive-failure rule lets "
+                + span(pct(min(others), 1), pct(max(others), 1))
+                + "; with a full "
+                f"window of healthy history it needs ~{default.window / 2:g} s of failures to "
+                "open. Suggestion: a `failure_threshold` in the defaults (as the httpx "
+                "adapter's breaker now has), or a shorter default window."
+            )
+    if 3 in found:
+        rules = amplification._breaker_rules()
+        main = found[3].data["results"].get(0.5, {})
+        adapter = main.get(ADAPTER)
+        if rules is not None and adapter is not None and adapter.amplification < 1:
+            breaker = rules[1]
+            k = breaker.failure_threshold
+            if k is not None:
+                p = 0.5
+                run_k = (1 - p**k) / ((1 - p) * p**k)
+                run_2k = (1 - p ** (2 * k)) / ((1 - p) * p ** (2 * k))
+                suggestions.append(
+                    f"**The httpx adapter's `failure_threshold={k}`** opens the breaker in a "
+                    f"50 % brownout once in {run_k:,.0f} calls on average; "
+                    f"`failure_threshold={2 * k}` would do so once in {run_2k:,.0f} calls and "
+                    f"still open a hard outage within {2 * k} refused connections. Suggestion, "
+                    "not measured in this file."
+                )
+    if suggestions:
+        out += [
+            "**Open (suggestions, not applied).**",
+            "",
+            *[f"- {line}" for line in suggestions],
+            "",
+        ]
     return out

@@ -9,8 +9,11 @@ window to its end and count the attempts it made.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Any
+
+import asyncres
 
 from . import _retriers
 from ._common import (
@@ -27,6 +30,15 @@ from ._common import (
     source_of,
 )
 from ._load import Contender, Outcome, Timeline, brownout_faults, outage_faults, run_contender
+from ._retriers import (
+    ADAPTER,
+    ASYNCRES_DEFAULTS,
+    ASYNCRES_TUNED,
+    BASELINE,
+    PEER_ATTEMPTS,
+    TUNED_RATIO,
+    is_peer,
+)
 
 RATE = 100.0
 
@@ -57,8 +69,6 @@ def _configs() -> list[tuple[str, str]]:
         if name == "asyncres_httpx_defaults" and not _retriers._has("asyncres.httpx"):
             continue
         configs.append((name, source_of(factory)))
-    configs.append(("asyncres_refund_prototype", source_of(_retriers.RefundingBudget)))
-    configs.append(("", source_of(_retriers.asyncres_refund_prototype)))
     return configs
 
 
@@ -66,7 +76,7 @@ def run_outage(*, smoke: bool = False, seed: int = 2, workers: int = 1) -> Scena
     started = time.perf_counter()
     timeline = _timeline(smoke)
     rate = 20.0 if smoke else RATE
-    contenders = _ordered(_retriers.contenders(prototype=not smoke))
+    contenders = _ordered(_retriers.contenders())
     faults = functools.partial(_outage, 0)
     sweep_rates = [20.0] if smoke else [10.0, 25.0, 50.0, 100.0, 200.0]
     asyncres_default = _retriers.contenders(trio_row=False)[0]
@@ -81,7 +91,8 @@ def run_outage(*, smoke: bool = False, seed: int = 2, workers: int = 1) -> Scena
     main = dict(zip([c.name for c in contenders], outcomes[: len(contenders)], strict=True))
     sweep = dict(zip(sweep_rates, outcomes[len(contenders) :], strict=True))
 
-    order = [c.name for c in _retriers.contenders(prototype=not smoke) if c.name in main]
+    budget = asyncres.RetryBudget()
+    order = [c.name for c in _retriers.contenders() if c.name in main]
     table = Table(
         f"Requests offered during the {timeline.fault:.0f} s outage, {rate:.0f} requests/s",
         [
@@ -95,9 +106,9 @@ def run_outage(*, smoke: bool = False, seed: int = 2, workers: int = 1) -> Scena
         [
             [
                 name,
-                f"**{main[name].amplification:.2f} ×**"
-                if name.startswith("asyncres `Retry` defaults") and "trio" not in name
-                else f"{main[name].amplification:.2f} ×",
+                f"**{times(main[name].amplification)}**"
+                if name == ASYNCRES_DEFAULTS
+                else times(main[name].amplification),
                 fmt(main[name].attempts_per_second, 0),
                 pct(main[name].success_rate),
                 seconds_or_ms(main[name].p50),
@@ -108,13 +119,14 @@ def run_outage(*, smoke: bool = False, seed: int = 2, workers: int = 1) -> Scena
     )
     sweep_table = Table(
         "asyncres `Retry` defaults at other offered loads (same outage)",
-        ["offered load", "attempts per request", "budget's bound: 1 + min(2, max(0.2, 10 / rate))"],
         [
-            [
-                f"{r:.0f} req/s",
-                f"{o.amplification:.2f} ×",
-                f"{1 + min(2.0, max(0.2, 10.0 / r)):.2f} ×",
-            ]
+            "offered load",
+            "attempts per request",
+            f"budget's bound: 1 + min({ATTEMPTS - 1}, max({budget.ratio:g}, "
+            f"{budget.min_per_second:g} / rate))",
+        ],
+        [
+            [f"{r:.0f} req/s", times(o.amplification), times(_outage_bound(budget, r))]
             for r, o in sweep.items()
         ],
     )
@@ -150,6 +162,7 @@ def run_outage(*, smoke: bool = False, seed: int = 2, workers: int = 1) -> Scena
         data={"main": main, "sweep": sweep, "rate": rate},
         seconds=time.perf_counter() - started,
         smoke=smoke,
+        seed=seed,
     )
 
 
@@ -161,30 +174,122 @@ def _brownout(fraction: float, seed: int) -> list[Any]:
     return brownout_faults(fraction, seed)
 
 
+# -- what the numbers should be: the budget's arithmetic --------------------------------
+
+#: `Retry`'s default number of attempts (the first and two retries).
+ATTEMPTS = 3
+#: Issue 7's target for outage amplification.
+TARGET = 1.25
+
+
+def _sup(n: int) -> str:
+    return str(n).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
+
+
+def times(value: float) -> str:
+    """An amplification, with a third digit when it rounds to nothing."""
+    return f"{value:.2f} ×" if value >= 0.1 or value == 0 else f"{value:.3f} ×"
+
+
+def _failed_allowed(budget: asyncres.RetryBudget, rate: float) -> float:
+    """Failed retries per request the budget allows at ``rate`` requests/s."""
+    return max(budget.ratio, budget.min_per_second / rate)
+
+
+def _outage_bound(budget: asyncres.RetryBudget, rate: float) -> float:
+    """Attempts per request when no retry succeeds: the budget or the attempt limit."""
+    return 1 + min(ATTEMPTS - 1, _failed_allowed(budget, rate))
+
+
+def _failed_needed(p: float, attempts: int = ATTEMPTS) -> float:
+    """Failed retries per request of a client making up to ``attempts`` attempts, no budget."""
+    return sum(p**k for k in range(2, attempts + 1))
+
+
+def _ceiling(p: float, attempts: int = ATTEMPTS) -> float:
+    """Success of ``attempts`` independent attempts, each failing with probability ``p``."""
+    return 1 - p**attempts
+
+
+def _budget_bound(p: float, allowed: float, attempts: int = ATTEMPTS) -> tuple[float, float]:
+    """(success, attempts per request) when failed retries are capped at ``allowed``.
+
+    Each retry fails with probability ``p``, so the budget pays for ``allowed / p`` retries
+    per request; each succeeds with probability ``1 - p``.
+    """
+    wanted = sum(p**k for k in range(1, attempts))  # retries per request, no budget
+    retries = min(wanted, allowed / p) if p > 0 else 0.0
+    return (1 - p) * (1 + retries), 1 + retries
+
+
+def _level(a: Outcome, b: Outcome) -> bool:
+    """``a`` and ``b`` succeed equally often within two standard errors."""
+    if not a.requests or not b.requests:
+        return False
+    pa, pb = a.success_rate, b.success_rate
+    se = math.sqrt(pa * (1 - pa) / a.requests + pb * (1 - pb) / b.requests)
+    return abs(pa - pb) <= 2 * se
+
+
+def _breaker_rules() -> tuple[str, Any] | None:
+    """The httpx adapter's default per-host breaker, described, and the breaker itself."""
+    if not _retriers._has("asyncres.httpx"):
+        return None
+    import asyncres.httpx
+
+    factory = asyncres.httpx.standard_policy().breaker
+    if factory is None:
+        return None
+    breaker = factory("http://dependency")
+    rules = []
+    if breaker.failure_rate is not None:
+        rules.append(
+            f"{pct(breaker.failure_rate, 0)} failures of ≥ {breaker.min_calls} calls in "
+            f"{breaker.window:g} s"
+        )
+    if breaker.failure_threshold is not None:
+        rules.append(f"{breaker.failure_threshold} failures in a row")
+    text = "opens on " + ", or on ".join(rules) + f"; probes after {breaker.recovery_time:g} s"
+    return text, breaker
+
+
 def _outage_reading(
     main: dict[str, Outcome], sweep: dict[float, Outcome], rate: float
 ) -> list[str]:
-    ours = main["asyncres `Retry` defaults"]
-    peers = {n: o for n, o in main.items() if not n.startswith(("asyncres", "no retry"))}
+    ours = main[ASYNCRES_DEFAULTS]
+    budget = asyncres.RetryBudget()
+    bound = _outage_bound(budget, rate)
+    peers = {n: o for n, o in main.items() if is_peer(n)}
+    met = ours.amplification <= TARGET
     lines = [
         f"**asyncres `Retry` defaults: {ours.amplification:.2f} attempts per request** "
-        f"(target ≤ 1.25: {'met' if ours.amplification <= 1.25 else 'NOT met'}). The shared "
-        "retry budget lets retries reach 20 % of recent requests, so at this load the "
-        "dependency sees 1.2 × the offered load; the per-request limit of 3 never comes "
-        "into play.",
+        f"(target ≤ {TARGET}: {'met' if met else '**not met**'}). The shared retry budget lets "
+        f"failed retries reach {pct(budget.ratio, 0)} of recent requests (at least "
+        f"{budget.min_per_second:g}/s), so at {rate:.0f} requests/s it bounds the load on the "
+        f"dependency to {times(bound)} the offered load; the per-request limit alone would "
+        f"allow {ATTEMPTS} ×.",
     ]
+    tuned = main.get(ASYNCRES_TUNED)
+    if tuned is not None:
+        tuned_budget = asyncres.RetryBudget(ratio=TUNED_RATIO)
+        lines.append(
+            f"With `RetryBudget(ratio={TUNED_RATIO})`: {times(tuned.amplification)} (bound "
+            f"{times(_outage_bound(tuned_budget, rate))}) — the price, in an outage, of the "
+            "larger budget that scenario 3 shows at work in a brownout."
+        )
     if peers:
         worst = max(peers, key=lambda n: peers[n].amplification)
+        fewest = min(o.amplification for o in peers.values())
         lines.append(
             "The peers have no budget, so each sends as many attempts as its per-request "
             "limit allows: "
-            + ", ".join(f"{n} {o.amplification:.2f} ×" for n, o in peers.items())
+            + ", ".join(f"{n} {times(o.amplification)}" for n, o in peers.items())
             + f". The worst, {worst}, multiplies the load on a dependency that is trying to "
-            "come back by "
-            f"{peers[worst].amplification:.0f}."
+            f"come back by {peers[worst].amplification:.0f}; the lightest peer sends "
+            f"{fewest / ours.amplification:.1f} times as many attempts as asyncres."
         )
     stamina = main.get("stamina defaults")
-    if stamina is not None:
+    if stamina is not None and stamina.success_rate > ours.success_rate:
         lines.append(
             f"stamina's defaults (10 attempts over up to ~30 s) rescue "
             f"{pct(stamina.success_rate, 0)} of the outage's requests — those offered in its "
@@ -194,22 +299,33 @@ def _outage_reading(
             f"(p50 {seconds_or_ms(ours.p50)}). Which is right depends on the caller; the load "
             "is not a matter of taste."
         )
-    http = main.get("asyncres.httpx `ResilientTransport()` defaults")
-    if http is not None:
-        lines.append(
-            f"The httpx adapter's defaults add a circuit breaker per host: once it opens, "
-            f"attempts stop reaching the dependency at all but for one probe per recovery "
-            f"period ({http.amplification:.2f} × the offered load)."
-        )
-    low = [r for r, o in sweep.items() if o.amplification > 1.25]
+    http = main.get(ADAPTER)
+    rules = _breaker_rules()
+    if http is not None and rules is not None:
+        if http.amplification < 1:
+            lines.append(
+                f"The httpx adapter's defaults add a circuit breaker per host ({rules[0]}): "
+                "once it opens, attempts stop reaching the dependency but for one probe per "
+                f"recovery period — {times(http.amplification)} the offered load, "
+                f"{http.attempts:,} attempts for {http.requests:,} requests."
+            )
+        else:
+            lines.append(
+                f"The httpx adapter's defaults ({rules[0]}) send {times(http.amplification)} "
+                "the offered load: its breaker did not open in this outage."
+            )
+    low = [r for r, o in sweep.items() if o.amplification > TARGET]
     if low:
+        knee = budget.min_per_second / (TARGET - 1)
         lines.append(
-            "**Where asyncres misses the 1.25 × target: at low load** "
-            f"({', '.join(f'{r:.0f}' for r in low)} "
-            "requests/s). The budget always allows a reserve of 10 retries/s (Finagle's "
-            "`min_per_second`), so that a quiet client can retry at all; below 40 requests/s "
-            "that reserve is more than 25 % of the traffic. The extra load is at most 10 "
-            "attempts/s in absolute terms. Lower `min_per_second` where that matters."
+            f"**Where asyncres misses the {TARGET} × target: at low load** "
+            f"({', '.join(f'{r:.0f}' for r in low)} requests/s: up to "
+            f"{times(max(sweep[r].amplification for r in low))}). The budget always allows a "
+            f"reserve of {budget.min_per_second:g} retries/s (Finagle's `min_per_second`), so "
+            f"that a quiet client can retry at all; below {knee:.0f} requests/s that reserve "
+            f"is more than {pct(TARGET - 1, 0)} of the traffic. The extra load is at most "
+            f"{budget.min_per_second:g} attempts/s in absolute terms. Lower `min_per_second` "
+            "where that matters."
         )
     return lines
 
@@ -219,7 +335,7 @@ def run_brownout(*, smoke: bool = False, seed: int = 3, workers: int = 1) -> Sce
     timeline = _timeline(smoke)
     rate = 20.0 if smoke else RATE
     fractions = [0.2, 0.5]
-    contenders = _ordered(_retriers.contenders(trio_row=False, prototype=True))
+    contenders = _ordered(_retriers.contenders(trio_row=False))
     jobs: list[Any] = []
     for fraction in fractions:
         faults = functools.partial(_brownout, fraction)
@@ -232,12 +348,12 @@ def run_brownout(*, smoke: bool = False, seed: int = 3, workers: int = 1) -> Sce
     for i, fraction in enumerate(fractions):
         chunk = outcomes[i * len(contenders) : (i + 1) * len(contenders)]
         results[fraction] = dict(zip([c.name for c in contenders], chunk, strict=True))
-    order = [c.name for c in _retriers.contenders(trio_row=False, prototype=True)]
+    order = [c.name for c in _retriers.contenders(trio_row=False)]
     tables = []
     for fraction, main in results.items():
         tables.append(
             Table(
-                f"{fraction:.0%} of calls fail with 503 for {timeline.fault:.0f} s, "
+                f"{pct(fraction, 0)} of calls fail with 503 for {timeline.fault:.0f} s, "
                 f"{rate:.0f} requests/s",
                 [
                     "contender",
@@ -249,7 +365,7 @@ def run_brownout(*, smoke: bool = False, seed: int = 3, workers: int = 1) -> Sce
                     [
                         name,
                         pct(main[name].success_rate),
-                        f"{main[name].amplification:.2f} ×",
+                        times(main[name].amplification),
                         seconds_or_ms(main[name].p99),
                     ]
                     for name in order
@@ -268,92 +384,152 @@ def run_brownout(*, smoke: bool = False, seed: int = 3, workers: int = 1) -> Sce
         setup=[
             "Scenario 2's harness and contenders; during the 60 s fault a seeded "
             "`chaos.InjectError(ServiceUnavailable, rate=0.2 | 0.5)` fails that fraction of "
-            "calls at once, **independently of load** — the case where retrying helps most.",
+            "calls at once, **independently of load** — the case where retrying helps most. "
+            "The 503s carry no `Retry-After`.",
             "*Requests that succeeded*: of those offered during the brownout, after all their "
-            "retries. The prototype row is the change proposed in the closing note, built in "
-            "the benchmark from public hooks; it is not in the library.",
+            "retries. *Level* below means within two standard errors of the two success rates "
+            "(binomial).",
         ],
         configs=[],
         tables=tables,
-        reading=_brownout_reading(results),
+        reading=_brownout_reading(results, rate),
         data={"results": results, "rate": rate},
         seconds=time.perf_counter() - started,
         smoke=smoke,
+        seed=seed,
     )
 
 
-def _brownout_reading(results: dict[float, dict[str, Outcome]]) -> list[str]:
+def best_peer(main: dict[str, Outcome]) -> str | None:
+    """The peer that succeeds most (the lighter load breaks a tie)."""
+    peers = [n for n in main if is_peer(n)]
+    if not peers:
+        return None
+    return max(peers, key=lambda n: (main[n].success_rate, -main[n].amplification))
+
+
+def compare(ours: Outcome, theirs: Outcome) -> str:
+    """'beats', 'is level with' or 'loses to', on success within two standard errors."""
+    if _level(ours, theirs):
+        return "is level with"
+    return "beats" if ours.success_rate > theirs.success_rate else "**loses to**"
+
+
+def _brownout_reading(results: dict[float, dict[str, Outcome]], rate: float) -> list[str]:
+    budget = asyncres.RetryBudget()
+    allowed = _failed_allowed(budget, rate)
     lines = []
-    for fraction, main in results.items():
-        ours = main["asyncres `Retry` defaults"]
-        peers = {n: o for n, o in main.items() if not n.startswith(("asyncres", "no retry"))}
-        if not peers:
+    for p, main in results.items():
+        ours = main[ASYNCRES_DEFAULTS]
+        best = best_peer(main)
+        if best is None:
             continue
-        best = max(peers, key=lambda n: (peers[n].success_rate, -peers[n].amplification))
-        verdict = (
-            "matches or beats" if ours.success_rate >= peers[best].success_rate else "**loses to**"
-        )
+        theirs = main[best]
+        verdict = compare(ours, theirs)
         line = (
-            f"At {fraction:.0%}: asyncres's defaults succeed for {pct(ours.success_rate)} of "
-            f"requests at {ours.amplification:.2f} × — it {verdict} the best peer, {best} "
-            f"({pct(peers[best].success_rate)} at {peers[best].amplification:.2f} ×)."
+            f"**At {pct(p, 0)}**: asyncres's defaults succeed for {pct(ours.success_rate)} of "
+            f"requests at {times(ours.amplification)} (p99 {seconds_or_ms(ours.p99)}) — it "
+            f"{verdict} the best peer, {best} ({pct(theirs.success_rate)} at "
+            f"{times(theirs.amplification)}, p99 {seconds_or_ms(theirs.p99)})."
         )
-        proto = main.get("asyncres + refund of successful retries (prototype)")
-        if proto is not None:
+        needed = _failed_needed(p)
+        ceiling = _ceiling(p)
+        if needed <= allowed:
             line += (
-                f" With the proposed refund: {pct(proto.success_rate)} at "
-                f"{proto.amplification:.2f} ×."
+                f" The budget does not bind: with {ATTEMPTS} attempts, failed retries come to "
+                f"{pct(needed, 1)} of the requests, and it allows {pct(allowed, 0)} (a retry that "
+                f"succeeds is refunded). asyncres is at the ceiling of {ATTEMPTS} attempts, "
+                f"1 − p{_sup(ATTEMPTS)} = {pct(ceiling)}."
             )
+            level = [n for n in main if is_peer(n) and compare(ours, main[n]) == "is level with"]
+            if level:
+                line += (
+                    " It is level with "
+                    + ", ".join(f"{n} at {pct(main[n].success_rate)}" for n in level)
+                    + "."
+                )
+            ahead = [n for n in main if is_peer(n) and compare(ours, main[n]) == "**loses to**"]
+            if ahead:
+                line += (
+                    " Ahead of it: "
+                    + ", ".join(
+                        f"{n} at {pct(main[n].success_rate)} with up to "
+                        f"{PEER_ATTEMPTS.get(n, '?')} attempts"
+                        for n in ahead
+                    )
+                    + "."
+                )
+                if all(PEER_ATTEMPTS.get(n, 0) > ATTEMPTS for n in ahead):
+                    most = max(PEER_ATTEMPTS[n] for n in ahead)
+                    line += (
+                        f" More attempts is all they have: 1 − p{_sup(most)} = "
+                        f"{pct(_ceiling(p, most))}. Raise `attempts` to match them; the budget "
+                        "still caps what an outage costs."
+                    )
+        else:
+            success, attempts = _budget_bound(p, allowed)
+            line += (
+                f" **The budget binds, by design**: with {ATTEMPTS} attempts, failed retries "
+                f"would come to {pct(needed, 1)} of the requests, and the budget allows "
+                f"{pct(allowed, 0)}, so it pays for {allowed / p:.2f} retries per request: at most "
+                f"{pct(success)} success at {times(attempts)} (without a budget: "
+                f"{pct(ceiling)}). The same cap holds an outage to {times(1 + allowed)} "
+                "(scenario 2); the peers ahead pay for their success with the load they add."
+            )
+            tuned = main.get(ASYNCRES_TUNED)
+            if tuned is not None:
+                tuned_allowed = _failed_allowed(asyncres.RetryBudget(ratio=TUNED_RATIO), rate)
+                three = [n for n in main if is_peer(n) and PEER_ATTEMPTS.get(n) == ATTEMPTS]
+                against = ""
+                if three:
+                    verdict = compare(tuned, main[three[0]]).replace("**", "")
+                    against = (
+                        f" — it {verdict} {three[0]}: {pct(main[three[0]].success_rate)} at "
+                        f"{times(main[three[0]].amplification)}"
+                    )
+                line += (
+                    " Where partial failures are common, a larger `ratio` buys the success "
+                    f"back: `RetryBudget(ratio={TUNED_RATIO})` reaches "
+                    f"{pct(tuned.success_rate)} at {times(tuned.amplification)}{against}; in "
+                    f"an outage it lets through {times(1 + min(ATTEMPTS - 1, tuned_allowed))} "
+                    "(scenario 2)."
+                )
         lines.append(line)
-    low = results.get(0.2, {})
-    three = [o for n, o in low.items() if n.startswith(("tenacity", "backoff"))]
-    ten = [o for n, o in low.items() if n.startswith(("stamina", "httpx-retries"))]
-    ours20 = low.get("asyncres `Retry` defaults")
-    detail = ""
-    if three and ten and ours20 is not None:
-        best = max(o.success_rate for o in [*three, *ten])
-        detail = (
-            f" The 3-attempt peers need {min(o.amplification for o in three):.2f}–"
-            f"{max(o.amplification for o in three):.2f} × for "
-            f"{pct(min(o.success_rate for o in three))}, the 10-attempt peers "
-            f"{max(o.amplification for o in ten):.2f} × for {pct(best)}: at 20 % the budget "
-            f"costs {100 * (best - ours20.success_rate):.1f} points of success to save "
-            f"{max(o.amplification for o in ten) - ours20.amplification:.2f} × of load, a bad "
-            "trade."
-        )
-    lines.append(
-        "Why asyncres loses here: the retry budget spends 20 % of the request rate on "
-        "retries, whether the retries succeed or not. With independent 503s, each retry "
-        "succeeds with the same odds as a first try, so no client can beat "
-        "`(1 - p) × (1 + 0.2)` success within a 1.2 × budget: 96 % at p = 20 %, 60 % at p = "
-        "50 %. asyncres sits just under that bound." + detail
-    )
-    high = results.get(0.5, {})
-    adapter = high.get("asyncres.httpx `ResilientTransport()` defaults")
-    baseline = high.get("no retry (baseline)")
-    if adapter is not None and baseline is not None:
-        lines.append(
-            f"**The httpx adapter's defaults lose worst at 50 %**: its per-host breaker "
-            f"(`failure_rate=0.5`) reads the brownout as an outage and opens, so only "
-            f"{pct(adapter.success_rate)} succeed — fewer than with no retry at all "
-            f"({pct(baseline.success_rate)}) — at {adapter.amplification:.2f} × the load. That "
-            "is what a 50 % threshold means, but a user should know it: raise the breaker's "
-            "`failure_rate` where partial brownouts are expected."
-        )
-    proto_low = low.get("asyncres + refund of successful retries (prototype)")
-    proto_high = high.get("asyncres + refund of successful retries (prototype)")
-    ours50 = high.get("asyncres `Retry` defaults")
-    if proto_low is not None and proto_high is not None and ours50 is not None:
-        lines.append(
-            "The proposed fix (closing note) gives a successful retry its token back, so the "
-            "budget bounds *failed* retries instead of all retries. In an outage nothing "
-            "changes (no retry succeeds: still 1.2 ×, scenario 2). At a 20 % brownout the "
-            f"prototype reaches {pct(proto_low.success_rate)} at {proto_low.amplification:.2f} ×, "
-            "level with the 3-attempt peers; at 50 % it gains "
-            f"{100 * (proto_high.success_rate - ours50.success_rate):.1f} points "
-            f"({pct(proto_high.success_rate)} at {proto_high.amplification:.2f} ×) and stays "
-            "well below the peers' load. The peers still succeed more at 50 %, at 1.75–2 × the "
-            "load and (but for httpx-retries, which does not wait) a p99 of seconds: that is "
-            "the trade a budget is for, and asyncres loses this row by design."
-        )
+    rules = _breaker_rules()
+    if rules is not None:
+        text, breaker = rules
+        for p, main in results.items():
+            adapter = main.get(ADAPTER)
+            baseline = main.get(BASELINE)
+            if adapter is None or baseline is None or adapter.amplification >= 1:
+                continue
+            line = (
+                f"**The httpx adapter's defaults at {pct(p, 0)}**: its per-host breaker ({text}) "
+                f"reads the brownout as an outage and opens, so only "
+                f"{pct(adapter.success_rate)} succeed at {times(adapter.amplification)} "
+                f"(no retry at all: {pct(baseline.success_rate)})."
+            )
+            if breaker.failure_threshold is not None:
+                k = breaker.failure_threshold
+                run = (1 - p**k) / ((1 - p) * p**k)  # expected calls until k failures in a row
+                line += (
+                    f" At p = {pct(p, 0)}, {k} failures in a row come once in {run:,.0f} calls "
+                    f"on average: every ~{run / rate:.0f} s or sooner at {rate:.0f} requests/s "
+                    "(retries add calls)"
+                )
+                if breaker.failure_rate is not None and p >= breaker.failure_rate - 0.05:
+                    relation = "sits at" if p < breaker.failure_rate + 0.05 else "is above"
+                    line += (
+                        f"; and the failure rate {relation} the "
+                        f"{pct(breaker.failure_rate, 0)} threshold"
+                    )
+                line += "."
+            line += (
+                " Where partial brownouts are expected, pass "
+                "`standard_policy(breaker=...)` a breaker with a higher `failure_rate` and "
+                "`failure_threshold`. A server that sheds load with `Retry-After` does not "
+                "trip it: such responses are flow control, not failures (these 503s carry "
+                "none)."
+            )
+            lines.append(line)
     return lines

@@ -26,9 +26,11 @@ from ._common import (
     fmt,
     open_loop,
     parallel,
+    pct,
     poisson_arrivals,
     run_virtual,
     source_of,
+    span,
 )
 from ._load import ConnectionRefused
 
@@ -103,6 +105,10 @@ def purgatory_default(call: Any) -> Any:
     import purgatory
 
     return purgatory.AsyncCircuitBreakerFactory()("dependency")(call)  # 5 failures; 30 s
+
+
+#: Seconds each peer's default breaker stays open before it probes (as commented above).
+DEFAULT_OPEN = {"pybreaker": 60, "aiobreaker": 60, "purgatory": 30}
 
 
 def no_breaker(call: Any) -> Any:
@@ -280,56 +286,120 @@ def run(*, smoke: bool = False, seed: int = 5, workers: int = 1) -> ScenarioResu
         data={"results": results, "outages": outages},
         seconds=time.perf_counter() - started,
         smoke=smoke,
+        seed=seed,
     )
 
 
-def _reading(results: dict[tuple[str, str], list[Trial]]) -> list[str]:
-    def mean_recovery(group: str, label: str) -> float:
-        ts = results.get((group, label), [])
-        return sum(t.recovery for t in ts) / len(ts) if ts else math.nan
+def mean_recovery(results: dict[tuple[str, str], list[Trial]], group: str, label: str) -> float:
+    """Mean time to 99 % success of ``label`` in ``group`` ("alike" or "defaults")."""
+    ts = results.get((group, label), [])
+    return sum(t.recovery for t in ts) / len(ts) if ts else math.nan
 
-    alike = {label: mean_recovery("alike", label) for (g, label) in results if g == "alike"}
+
+def mean_reached(results: dict[tuple[str, str], list[Trial]], group: str, label: str) -> float:
+    """Mean fraction of the outage's calls that reached the dependency."""
+    ts = results.get((group, label), [])
+    return sum(t.reached_during_outage for t in ts) / len(ts) if ts else math.nan
+
+
+def verdict(ours: float, best: float) -> str:
+    """asyncres's recovery against the best peer's, with one bin as the resolution."""
+    diff = ours - best
+    if abs(diff) < 0.05:
+        return "tie"
+    if abs(diff) <= BIN:
+        return f"tie within a {BIN} s bin, asyncres {diff:+.1f} s"
+    return f"asyncres {'faster' if diff < 0 else '**slower**'} by {abs(diff):.1f} s"
+
+
+def _reading(results: dict[tuple[str, str], list[Trial]]) -> list[str]:
+    alike = {
+        label: mean_recovery(results, "alike", label) for (g, label) in results if g == "alike"
+    }
     ours = alike.get("asyncres", math.nan)
     peers = {k: v for k, v in alike.items() if k not in ("asyncres", "no breaker")}
     lines = []
     if peers:
         best = min(peers, key=lambda k: peers[k])
+        spread = max(peers.values()) - min(peers.values())
         lines.append(
-            f"With the same settings the breakers recover alike: asyncres in {ours:.1f} s on "
-            f"average, the best peer ({best}) in {peers[best]:.1f} s. Recovery is governed by "
-            "the recovery time (30 s) and where in it the outage happens to end, which is the "
-            "same for all; none of these libraries can know the dependency is back before its "
-            "probe."
+            f"With the same settings: asyncres recovers in {ours:.1f} s on average, the best "
+            f"peer ({best}) in {peers[best]:.1f} s ({verdict(ours, peers[best])}; the peers "
+            f"differ by {spread:.1f} s among themselves). Recovery is governed by the recovery "
+            "time (30 s) and where in it the outage happens to end, which is the same for all; "
+            "none of these libraries can know the dependency is back before its probe."
         )
-        if ours > peers[best]:
+        if ours > peers[best] + 0.05:
             lines.append(
-                f"**asyncres is slightly slower** (+{ours - peers[best]:.1f} s on average): in "
-                "half-open it admits one probe at a "
-                "time (`half_open_max_calls=1`, as Polly and Hystrix) and rejects the calls "
-                "that arrive during the probe's ~20 ms, which costs a bin; pybreaker, "
-                "aiobreaker and purgatory let every call through while half-open. Raise "
-                "`half_open_max_calls` when probes are cheap."
+                f"asyncres is {ours - peers[best]:.1f} s slower on average: in half-open it "
+                "admits one probe at a time (`half_open_max_calls=1`, as Polly and Hystrix) and "
+                "rejects the calls that arrive during the probe's ~20 ms, which can cost a "
+                f"{BIN} s bin; pybreaker, aiobreaker and purgatory let every call through while "
+                "half-open. Raise `half_open_max_calls` when probes are cheap."
             )
     nb = alike.get("no breaker")
     if nb is not None:
         lines.append(
-            f"Without a breaker recovery is immediate ({nb:.1f} s), but every call of the "
-            "outage reaches the dependency: the price a breaker saves."
+            f"Without a breaker recovery takes {nb:.1f} s, but "
+            f"{pct(mean_reached(results, 'alike', 'no breaker'), 0)} of the outage's calls reach "
+            "the dependency: the price a breaker saves."
         )
     defaults = {
-        label: mean_recovery("defaults", label) for (g, label) in results if g == "defaults"
+        label: mean_recovery(results, "defaults", label)
+        for (g, label) in results
+        if g == "defaults"
     }
     if defaults:
-        lines.append(
+        reached = {
+            label: mean_reached(results, "defaults", label)
+            for (g, label) in results
+            if g == "defaults"
+        }
+        import asyncres
+
+        default = asyncres.CircuitBreaker()
+        ours_d = defaults.get("asyncres", math.nan)
+        others = {k: v for k, v in defaults.items() if k != "asyncres"}
+        line = (
             "With each library's defaults: "
             + ", ".join(f"{k} {v:.1f} s" for k, v in defaults.items())
-            + ". pybreaker's and aiobreaker's 60 s recovery time doubles the wait; asyncres "
-            "and purgatory open for 30 s. asyncres's default trips on a failure rate (50 % of "
-            "at least 20 calls over a 60 s window), not on 5 consecutive failures: it opens "
-            "only when the outage's failures equal the healthy calls still in the window — "
-            f"after ~{WARMUP:.0f} s here (the trials start with {WARMUP:.0f} s of healthy "
-            "traffic), after ~30 s for a service with a full minute of healthy history. Hence "
-            "its many outage calls reaching the dependency, and (opening later) its different "
-            "recovery phase."
+            + "."
         )
+        slow = [k for k, v in others.items() if v > 1.5 * ours_d]
+        if slow:
+            line += (
+                " "
+                + " and ".join(f"{k} ({DEFAULT_OPEN.get(k, '?')} s open)" for k in slow)
+                + " take "
+                + span(
+                    f"{min(others[k] for k in slow) / ours_d:.1f}",
+                    f"{max(others[k] for k in slow) / ours_d:.1f}",
+                )
+                + " times as long as asyncres "
+                f"({default.recovery_time:g} s open)."
+            )
+        if others and reached.get("asyncres", 0) > 2 * max(reached[k] for k in others):
+            rule = (
+                f"{pct(default.failure_rate, 0)} of at least {default.min_calls} calls over a "
+                f"{default.window:g} s window"
+            )
+            if default.failure_threshold is not None:
+                rule += f", or {default.failure_threshold} failures in a row"
+            line += (
+                " But asyncres's default breaker lets "
+                f"{pct(reached['asyncres'], 1)} of the outage's calls reach the dependency, "
+                "against "
+                + span(
+                    pct(min(reached[k] for k in others), 1),
+                    pct(max(reached[k] for k in others), 1),
+                )
+                + " "
+                f"for the peers: it trips on a failure rate ({rule}), so it opens only when "
+                "the outage's failures equal the healthy calls still in the window — after "
+                f"~{WARMUP:.0f} s here (the trials start with {WARMUP:.0f} s of healthy "
+                f"traffic), after ~{default.window / 2:g} s for a service with a full window of "
+                "healthy history. Opening later also puts its recovery in another phase of the "
+                "outage."
+            )
+        lines.append(line)
     return lines

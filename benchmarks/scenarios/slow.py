@@ -122,45 +122,14 @@ def asyncres_guarded(dependency: Any) -> Any:
     return lambda: policy.call(dependency.request)
 
 
-def _proposed_breaker_class() -> type:
-    import asyncres
-
-    class ProposedBreaker(asyncres.CircuitBreaker):
-        """PROTOTYPE of a proposed fix, not in the library: a `RejectedError` raised by an
-        inner layer (a full bulkhead as well as an inner breaker) counts as nothing, since the
-        call never ran. Today only an inner `CircuitOpenError` is ignored."""
-
-        def _complete(self, probe: int, exc: Exception | None, start: float | None) -> None:
-            if isinstance(exc, asyncres.RejectedError):
-                self._abandon(probe)
-                return
-            super()._complete(probe, exc, start)
-
-    return ProposedBreaker
-
-
-def asyncres_guarded_proposed(dependency: Any) -> Any:
-    import asyncres
-
-    ProposedBreaker = _proposed_breaker_class()
-    policy = asyncres.Pipeline(
-        asyncres.Timeout(1.0),
-        asyncres.Retry(on=TimeoutError),
-        ProposedBreaker(failure_rate=0.5, window=10.0, recovery_time=5.0),  # the only change
-        asyncres.Bulkhead(max_concurrent=10, max_queued=10),
-        asyncres.Timeout(0.5),
-    )
-    return lambda: policy.call(dependency.request)
-
+ASYNCRES = "asyncres: deadline + retry + breaker + bulkhead"
+TENACITY = "tenacity + asyncio timeouts"
+POOL_ONLY = "pool timeout only (no library)"
 
 CONTENDERS: list[tuple[str, Callable[[Any], Any]]] = [
-    ("asyncres: deadline + retry + breaker + bulkhead", asyncres_guarded),
-    (
-        "asyncres, breaker ignoring inner rejections (proposed fix, prototype)",
-        asyncres_guarded_proposed,
-    ),
-    ("tenacity + asyncio timeouts", tenacity_with_timeouts),
-    ("pool timeout only (no library)", pool_only),
+    (ASYNCRES, asyncres_guarded),
+    (TENACITY, tenacity_with_timeouts),
+    (POOL_ONLY, pool_only),
 ]
 
 
@@ -254,7 +223,7 @@ def run(*, smoke: bool = False, seed: int = 4, workers: int = 1) -> ScenarioResu
     seconds = window[1] - window[0]
     table = Table(
         f"Requests offered during the {seconds:.0f} s slowdown ({rate:.0f} requests/s; the pool "
-        f"can serve {POOL_SIZE / (LATENCY * SLOWDOWN):.0f}/s while slow)",
+        f"can serve {capacity():.0f}/s while slow)",
         [
             "contender",
             "on-time successes (≤ 1 s) per s",
@@ -304,9 +273,10 @@ def run(*, smoke: bool = False, seed: int = 4, workers: int = 1) -> ScenarioResu
         configs=[(name, source_of(factory)) for name, factory in CONTENDERS if name in results],
         tables=[table],
         reading=_reading(results, seconds),
-        data={"results": results, "rate": rate},
+        data={"results": results, "rate": rate, "seconds": seconds},
         seconds=time.perf_counter() - started,
         smoke=smoke,
+        seed=seed,
     )
 
 
@@ -320,25 +290,50 @@ def _available(name: str) -> bool:
     return True
 
 
+def capacity() -> float:
+    """On-time answers per second the pool can give while the dependency is slow."""
+    return POOL_SIZE / (LATENCY * SLOWDOWN)
+
+
 def _reading(results: dict[str, SlowOutcome], seconds: float) -> list[str]:
-    capacity = POOL_SIZE / (LATENCY * SLOWDOWN)
-    names = list(results)
-    ours, fixed = results[names[0]], results[names[1]]
-    lines = [
-        f"asyncres's pipeline gives **{ours.on_time / seconds:.1f} on-time answers per second** "
-        f"during the slowdown, against a capacity of {capacity:.0f}/s, and fails the rest fast "
-        f"({ours.failed_fast:,} rejected in under 100 ms, {ours.failed_slow:,} slowly). It "
-        "beats the peers, but **falls well short of the capacity, because of a bug**: the "
-        "breaker sits outside the bulkhead (the canonical order) and counts the bulkhead's "
-        "`BulkheadFullError` as a failure, so shedding load trips it, and the open breaker "
-        "then rejects calls for which a connection was free. It stays open after the "
-        f"slowdown: {pct(ours.after_on_time)} on time in the next 10 s.",
-        f"With the breaker ignoring inner rejections (the proposed one-line fix, prototyped by "
-        f"a subclass): {fixed.on_time / seconds:.1f} on-time answers per second — "
-        f"{fixed.on_time / seconds / capacity:.0%} of what the pool can serve while slow — "
-        f"and {pct(fixed.after_on_time)} on time right after.",
-    ]
-    peer = results.get("tenacity + asyncio timeouts")
+    cap = capacity()
+    lines = []
+    ours = results.get(ASYNCRES)
+    peers = {n: o for n, o in results.items() if n != ASYNCRES}
+    if ours is not None:
+        rate = ours.on_time / seconds
+        line = (
+            f"asyncres's pipeline gives **{rate:.1f} on-time answers per second** during the "
+            f"slowdown, {pct(rate / cap, 0)} of the {cap:.0f}/s the pool can serve, and fails the "
+            f"rest fast ({ours.failed_fast:,} rejected in under 100 ms, {ours.failed_slow:,} "
+            f"after waiting); {pct(ours.after_on_time)} of the requests in the 10 s after the "
+            "slowdown are on time."
+        )
+        if peers:
+            best = max(peers, key=lambda n: peers[n].on_time)
+            theirs = peers[best].on_time
+            if ours.on_time > theirs:
+                ratio = f"{ours.on_time / theirs:.1f} times" if theirs else "infinitely"
+                line += f" That is {ratio} the best alternative's ({best})."
+            elif ours.on_time == theirs:
+                line += f" **It does no better than {best}.**"
+            else:
+                line += f" **{best} does better** ({theirs / seconds:.1f}/s)."
+        lines.append(line)
+        shed = ours.errors.get("BulkheadFullError", 0)
+        opened = ours.errors.get("CircuitOpenError", 0)
+        lines.append(
+            f"Who rejected: the bulkhead {shed:,} requests (the pool and its queue were full), "
+            f"the breaker {opened:,}. The breaker sits outside the bulkhead (the canonical "
+            "order) and counts a bulkhead's rejection as nothing, since the call never reached "
+            "the dependency: shedding load does not trip it, so it never turns away a call "
+            "for which a connection was free."
+            if opened * 10 <= shed
+            else f"Who rejected: the bulkhead {shed:,} requests, the breaker {opened:,}: the "
+            "breaker opened on the attempts that timed out and turned away calls for which "
+            "a connection may have been free."
+        )
+    peer = results.get(TENACITY)
     if peer is not None:
         lines.append(
             f"tenacity + timeouts: {peer.on_time / seconds:.1f} on-time answers per second; "
@@ -348,13 +343,14 @@ def _reading(results: dict[str, SlowOutcome], seconds: float) -> list[str]:
             "callers that have already given up, and retrying the timeouts feeds more attempts "
             "into the same queue."
         )
-    base = results.get("pool timeout only (no library)")
+    base = results.get(POOL_ONLY)
     if base is not None:
         p99 = seconds_or_ms(percentile(base.durations, 99))
         lines.append(
             f"With the pool timeout alone the queue for connections grows without bound: "
             f"{base.late:,} answers arrive late (p99 {p99}), {base.failed_slow:,} requests fail "
-            f"after waiting the 5 s pool timeout, and {pct(base.after_on_time)} of the requests "
-            "in the 10 s after the slowdown are on time while the backlog drains."
+            f"after waiting the {POOL_TIMEOUT:.0f} s pool timeout, and "
+            f"{pct(base.after_on_time)} of the requests in the 10 s after the slowdown are on "
+            "time while the backlog drains."
         )
     return lines

@@ -127,7 +127,7 @@ _DEFAULT_BACKOFF = FullJitter(base=0.5, cap=10.0)
 def _default_breaker(host: str) -> CircuitBreaker:
     return CircuitBreaker(
         failure_rate=0.5,
-        failure_threshold=10,
+        failure_threshold=20,
         window=30.0,
         min_calls=20,
         recovery_time=5.0,

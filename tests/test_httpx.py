@@ -528,17 +528,17 @@ async def test_throttled_responses_do_not_trip_the_breaker() -> None:
             await client.get("/a")
 
 
-async def test_default_breaker_opens_after_ten_consecutive_failures() -> None:
-    """A hard outage trips the standard breaker within ten failures, whatever came before."""
+async def test_default_breaker_opens_after_twenty_consecutive_failures() -> None:
+    """A hard outage trips the standard breaker within twenty failures, whatever came before."""
     policy = standard_policy(attempts=1, backoff=backoff.Constant(0))
     outcomes = [*([200] * 200), *([httpx.ConnectError("refused")] * 50)]
     script = Script(*outcomes)
     async with client_for(script, policy=policy) as client:
         for _ in range(200):
             await client.get("/a")
-        for _ in range(10):
+        for _ in range(20):
             with pytest.raises(httpx.ConnectError):
                 await client.get("/a")
         with pytest.raises(asyncres.CircuitOpenError):
             await client.get("/a")
-    assert len(script.requests) == 210
+    assert len(script.requests) == 220

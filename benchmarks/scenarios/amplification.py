@@ -41,6 +41,8 @@ from ._retriers import (
 )
 
 RATE = 100.0
+#: How long the outage and the brownouts last in the full run.
+FAULT_SECONDS = 60.0
 
 
 def _job(contender: Contender, timeline: Timeline, rate: float, faults: Any, seed: int) -> Outcome:
@@ -51,7 +53,9 @@ def _job(contender: Contender, timeline: Timeline, rate: float, faults: Any, see
 
 
 def _timeline(smoke: bool) -> Timeline:
-    return Timeline(warmup=2.0, fault=4.0, after=2.0) if smoke else Timeline(10.0, 60.0, 20.0)
+    return (
+        Timeline(warmup=2.0, fault=4.0, after=2.0) if smoke else Timeline(10.0, FAULT_SECONDS, 20.0)
+    )
 
 
 # Slow contenders first, so that two workers finish together.
@@ -180,6 +184,14 @@ def _brownout(fraction: float, seed: int) -> list[Any]:
 ATTEMPTS = 3
 #: Issue 7's target for outage amplification.
 TARGET = 1.25
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _sup(n: int) -> str:
@@ -509,21 +521,30 @@ def _brownout_reading(results: dict[float, dict[str, Outcome]], rate: float) -> 
                 f"{pct(adapter.success_rate)} succeed at {times(adapter.amplification)} "
                 f"(no retry at all: {pct(baseline.success_rate)})."
             )
+            streak_trips = False
             if breaker.failure_threshold is not None:
                 k = breaker.failure_threshold
                 run = (1 - p**k) / ((1 - p) * p**k)  # expected calls until k failures in a row
-                line += (
-                    f" At p = {pct(p, 0)}, {k} failures in a row come once in {run:,.0f} calls "
-                    f"on average: every ~{run / rate:.0f} s or sooner at {rate:.0f} requests/s "
-                    "(retries add calls)"
-                )
-                if breaker.failure_rate is not None and p >= breaker.failure_rate - 0.05:
-                    relation = "sits at" if p < breaker.failure_rate + 0.05 else "is above"
+                streak_trips = run / rate < FAULT_SECONDS
+                if streak_trips:
                     line += (
-                        f"; and the failure rate {relation} the "
-                        f"{pct(breaker.failure_rate, 0)} threshold"
+                        f" At p = {pct(p, 0)}, {k} failures in a row come once in {run:,.0f} "
+                        f"calls on average: every ~{run / rate:.0f} s or sooner at "
+                        f"{rate:.0f} requests/s (retries add calls)."
                     )
-                line += "."
+                else:
+                    line += (
+                        f" Not by its streak rule: at p = {pct(p, 0)}, {k} failures in a row "
+                        f"come once in {run:,.0f} calls on average, ~{_duration(run / rate)} "
+                        f"at {rate:.0f} requests/s."
+                    )
+            if breaker.failure_rate is not None and p >= breaker.failure_rate - 0.05:
+                relation = "sits at" if p < breaker.failure_rate + 0.05 else "is above"
+                line += (
+                    f" It is the failure rate that opens it: the brownout's {pct(p, 0)} "
+                    f"{relation} the {pct(breaker.failure_rate, 0)} threshold"
+                    + (", and the streak rule adds to it." if streak_trips else ".")
+                )
             line += (
                 " Where partial brownouts are expected, pass "
                 "`standard_policy(breaker=...)` a breaker with a higher `failure_rate` and "

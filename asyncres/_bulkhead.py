@@ -40,7 +40,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 
 from . import _validation
-from ._deadline import DeadlineScope, remaining
+from ._deadline import AdvisoryExpired, DeadlineScope, advisory_bound, remaining
 from ._events import CallRejected, Listener, emit
 from ._exceptions import BulkheadFullError, TimeoutExceededError
 from ._policy import PolicyFaces
@@ -273,12 +273,21 @@ class Bulkhead(PolicyFaces):
         self._queued += 1
 
         timeout = self.queue_timeout
+        # An advisory deadline (a Pipeline's total timeout on trio) cancels nothing: the
+        # queue must cut itself at it.
+        advisory = advisory_bound() if left is not None else None
         scope: DeadlineScope | None = None
         try:
-            if timeout is None:
+            if advisory is not None and (
+                timeout is None or advisory._deadline <= anyio.current_time() + timeout
+            ):
+                scope = DeadlineScope(None, advisory._deadline)
+            elif timeout is not None:
+                advisory = None
+                scope = DeadlineScope(timeout, math.inf)
+            if scope is None:
                 await waiter.event.wait()
             else:
-                scope = DeadlineScope(timeout, math.inf)
                 with scope:
                     await waiter.event.wait()
         except TimeoutExceededError:
@@ -297,6 +306,8 @@ class Bulkhead(PolicyFaces):
         if state == _SHED:
             raise self._error("shed")
         self._remove(waiter)
+        if advisory is not None:
+            raise AdvisoryExpired(advisory)
         raise self._reject("queue_timeout")
 
     def _hand_off(self) -> None:

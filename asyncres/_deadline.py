@@ -270,13 +270,26 @@ class DeadlineScope:
 class AdvisoryDeadline:
     """A deadline that every layer reads through `remaining()` but that cancels nothing.
 
-    For callers that bound every blocking step themselves with tighter cancel scopes (the
-    httpx adapter: its per-attempt scope is ``min(attempt timeout, what is left)``, and
-    Retry never waits past `remaining()`), so that a total timeout costs no timer of its
-    own. Internal; not a substitute for `timeout()` in general.
+    For callers whose blocking steps are all bounded by tighter scopes: the httpx adapter
+    (its per-attempt scope is ``min(attempt timeout, what is left)``) and a `Pipeline` of
+    ``Timeout`` > Retry / CircuitBreaker / Bulkhead > ``Timeout`` on trio, where the total
+    timeout then costs no cancel scope of its own. Retry never waits past `remaining()`;
+    a bulkhead queue and `Timeout._call_within_advisory` cut themselves at this deadline
+    and, when that is what fires, raise `AdvisoryExpired`, which this scope turns into
+    `TimeoutExceededError` on the way out, as a real scope would. Internal; not a
+    substitute for `timeout()` in general.
     """
 
-    __slots__ = ("_anyio_scope", "_cover", "_deadline", "_parent", "_task", "_token")
+    __slots__ = (
+        "_anyio_scope",
+        "_cover",
+        "_deadline",
+        "_expired",
+        "_parent",
+        "_seconds",
+        "_task",
+        "_token",
+    )
 
     _parent: DeadlineScope | AdvisoryDeadline | None
     _task: Task[Any] | None
@@ -284,8 +297,14 @@ class AdvisoryDeadline:
     _anyio_scope: object
 
     def __init__(self, seconds: float) -> None:
-        self._deadline = seconds  # relative until entered
+        self._seconds = seconds
         self._token = None
+        self._expired = False
+
+    @property
+    def expired(self) -> bool:
+        """True when this deadline is what ended the block (with `TimeoutExceededError`)."""
+        return self._expired
 
     def __enter__(self) -> Self:
         loop = _get_running_loop()
@@ -293,10 +312,10 @@ class AdvisoryDeadline:
         parent = _current_scope.get()
         if task is None:
             trio = _trio or _trio_module()
-            self._deadline = trio.current_time() + self._deadline
+            self._deadline = trio.current_time() + self._seconds
             self._cover = _INF
         else:
-            self._deadline = loop.time() + self._deadline  # type: ignore[union-attr]
+            self._deadline = loop.time() + self._seconds  # type: ignore[union-attr]
             # It fires nothing, so it covers nothing: inner scopes arm their own timers.
             self._cover = parent._cover if parent is not None and parent._task is task else _INF
             if _anyio_task_states is not None:
@@ -307,10 +326,57 @@ class AdvisoryDeadline:
         self._token = _current_scope.set(self)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._token is not None:
             _current_scope.reset(self._token)
             self._token = None
+        if exc_type is AdvisoryExpired and exc.deadline is self:  # type: ignore[union-attr]
+            self._expired = True
+            raise TimeoutExceededError(self._seconds) from None
+
+
+class AdvisoryExpired(BaseException):
+    """An `AdvisoryDeadline` passed while a step bounded by it was waiting.
+
+    A BaseException, like the cancellation a real scope would deliver, so that no policy
+    between the step and the deadline's owner counts it, retries it or swallows it.
+    """
+
+    def __init__(self, deadline: AdvisoryDeadline) -> None:
+        super().__init__("advisory deadline reached")
+        self.deadline = deadline
+
+
+def advisory_bound() -> AdvisoryDeadline | None:
+    """The tightest advisory deadline in force, when no real deadline comes before it.
+
+    A wait that finds one must bound itself by it (and raise `AdvisoryExpired` when it
+    fires): nothing else would.
+    """
+    tightest: AdvisoryDeadline | None = None
+    scope = _current_scope.get()
+    while scope is not None:
+        if (
+            scope.__class__ is AdvisoryDeadline
+            and scope._token is not None
+            and (tightest is None or scope._deadline < tightest._deadline)
+        ):
+            tightest = scope
+        scope = scope._parent
+    if tightest is None:
+        return None
+    loop = _get_running_loop()
+    task = _current_task(loop) if loop is not None else None
+    if task is None:
+        real = (_trio or _trio_module()).current_effective_deadline()
+    else:
+        real = _asyncio_deadline(task, advisory=False)
+    return tightest if tightest._deadline < real else None
 
 
 def timeout(seconds: float) -> DeadlineScope:
@@ -365,8 +431,11 @@ def remaining() -> float | None:
     return max(0.0, at - now)
 
 
-def _asyncio_deadline(task: Task[Any]) -> float:
-    """The tightest deadline over this task's anyio scopes and asyncres scopes."""
+def _asyncio_deadline(task: Task[Any], advisory: bool = True) -> float:
+    """The tightest deadline over this task's anyio scopes and asyncres scopes.
+
+    ``advisory=False`` leaves out advisory deadlines: only those that cancel count.
+    """
     if _anyio_task_states is None:  # pragma: no cover - anyio internals moved
         at = anyio.current_effective_deadline()
         shield = None
@@ -402,7 +471,11 @@ def _asyncio_deadline(task: Task[Any]) -> float:
         if visible is not None and scope._task is task and id(scope._anyio_scope) not in visible:
             break  # entered outside the shield: hidden, as are all outer ones
         # A scope inherited by a task spawned from inside it may have ended already.
-        if scope._token is not None and scope._deadline < at:
+        if (
+            scope._token is not None
+            and scope._deadline < at
+            and (advisory or scope.__class__ is DeadlineScope)
+        ):
             at = scope._deadline
         scope = scope._parent
     return at
@@ -456,3 +529,31 @@ class Timeout(PolicyFaces):
             if scope._expired:
                 emit(self._listeners, TimeoutExpired(name=self.name, timeout=self.seconds))
             raise
+
+    async def _call_within_advisory(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`call` on trio inside a `Pipeline` whose total timeout is an `AdvisoryDeadline`.
+
+        One cancel scope serves both limits: this attempt's, cut to the total's. When the
+        total is what fires, `AdvisoryExpired` goes up to the pipeline's advisory scope
+        (which raises the total's `TimeoutExceededError`); otherwise the attempt timed out.
+        """
+        trio = _trio or _trio_module()
+        at = trio.current_time() + self.seconds
+        total: AdvisoryDeadline | None = None
+        scope = _current_scope.get()  # on trio, only advisory deadlines live here
+        while scope is not None:
+            if scope._token is not None and scope._deadline <= at:
+                at = scope._deadline
+                total = scope  # type: ignore[assignment]
+            scope = scope._parent
+        cancel_scope = trio.CancelScope(deadline=at)
+        with cancel_scope:
+            result = await fn(*args, **kwargs)
+        if cancel_scope.cancelled_caught:  # nobody else holds the scope: its deadline fired
+            if total is not None:
+                raise AdvisoryExpired(total)
+            emit(self._listeners, TimeoutExpired(name=self.name, timeout=self.seconds))
+            raise TimeoutExceededError(self.seconds)
+        return result

@@ -294,3 +294,29 @@ async def test_remaining_inside_an_attempt_is_the_tighter_of_the_two() -> None:
         await pipeline.call(flaky)  # attempts at 0, 0.7 and 1.4 s; the total ends the third
     assert info.value.timeout == 2.0
     assert seen == [pytest.approx(1.0), pytest.approx(1.0), pytest.approx(0.6)]
+
+
+async def test_cancelling_a_caller_queued_under_the_shared_deadline_leaks_nothing() -> None:
+    """An outside cancellation while queued is a cancellation: no permit, no waiter, no event."""
+    events: list[Any] = []
+    breaker = asyncres.CircuitBreaker(failure_threshold=3)
+    bulkhead = asyncres.Bulkhead(max_concurrent=1, max_queued=5)
+    pipeline = _canonical(bulkhead, breaker, events)
+    async with anyio.create_task_group() as tg:
+        holding = anyio.Event()
+
+        async def hold() -> None:
+            async with bulkhead.acquire():
+                holding.set()
+                await anyio.sleep(100)
+
+        tg.start_soon(hold)
+        await holding.wait()
+        with anyio.move_on_after(1.0) as scope:
+            await pipeline.call(anyio.sleep, 0)
+        assert scope.cancelled_caught
+        assert bulkhead.statistics().queued == 0
+        tg.cancel_scope.cancel()
+    assert events == []
+    assert bulkhead.statistics().in_use == 0
+    assert breaker.statistics().calls == 0

@@ -146,11 +146,7 @@ class Bulkhead(PolicyFaces):
     ) -> None:
         self.max_concurrent = _validation.count("max_concurrent", max_concurrent, minimum=1)
         self.max_queued = _validation.count("max_queued", max_queued, minimum=0)
-        if queue_timeout is not None:
-            queue_timeout = _validation.positive("queue_timeout", queue_timeout)
-            if math.isinf(queue_timeout):
-                queue_timeout = None
-        self.queue_timeout = queue_timeout
+        self.queue_timeout = _validation.optional_limit("queue_timeout", queue_timeout)
         self.name = name
         listeners = tuple(listeners)
         for listener in listeners:
@@ -276,15 +272,18 @@ class Bulkhead(PolicyFaces):
         # An advisory deadline (a Pipeline's total timeout on trio) cancels nothing: the
         # queue must cut itself at it.
         advisory = advisory_bound() if left is not None else None
+        if (
+            advisory is not None
+            and timeout is not None
+            and anyio.current_time() + timeout < advisory._deadline
+        ):
+            advisory = None  # the queue timeout comes first
         scope: DeadlineScope | None = None
+        if advisory is not None:
+            scope = DeadlineScope(None, advisory._deadline)
+        elif timeout is not None:
+            scope = DeadlineScope(timeout, math.inf)
         try:
-            if advisory is not None and (
-                timeout is None or advisory._deadline <= anyio.current_time() + timeout
-            ):
-                scope = DeadlineScope(None, advisory._deadline)
-            elif timeout is not None:
-                advisory = None
-                scope = DeadlineScope(timeout, math.inf)
             if scope is None:
                 await waiter.event.wait()
             else:

@@ -335,7 +335,7 @@ class AdvisoryDeadline:
         if self._token is not None:
             _current_scope.reset(self._token)
             self._token = None
-        if exc_type is AdvisoryExpired and exc.deadline is self:  # type: ignore[union-attr]
+        if isinstance(exc, AdvisoryExpired) and exc.deadline is self:
             self._expired = True
             raise TimeoutExceededError(self._seconds) from None
 
@@ -352,12 +352,8 @@ class AdvisoryExpired(BaseException):
         self.deadline = deadline
 
 
-def advisory_bound() -> AdvisoryDeadline | None:
-    """The tightest advisory deadline in force, when no real deadline comes before it.
-
-    A wait that finds one must bound itself by it (and raise `AdvisoryExpired` when it
-    fires): nothing else would.
-    """
+def _tightest_advisory() -> AdvisoryDeadline | None:
+    """The earliest advisory deadline entered in this context and not yet left."""
     tightest: AdvisoryDeadline | None = None
     scope = _current_scope.get()
     while scope is not None:
@@ -368,6 +364,16 @@ def advisory_bound() -> AdvisoryDeadline | None:
         ):
             tightest = scope
         scope = scope._parent
+    return tightest
+
+
+def advisory_bound() -> AdvisoryDeadline | None:
+    """The tightest advisory deadline in force, when no real deadline comes before it.
+
+    A wait that finds one must bound itself by it (and raise `AdvisoryExpired` when it
+    fires): nothing else would.
+    """
+    tightest = _tightest_advisory()
     if tightest is None:
         return None
     loop = _get_running_loop()
@@ -541,13 +547,11 @@ class Timeout(PolicyFaces):
         """
         trio = _trio or _trio_module()
         at = trio.current_time() + self.seconds
-        total: AdvisoryDeadline | None = None
-        scope = _current_scope.get()  # on trio, only advisory deadlines live here
-        while scope is not None:
-            if scope._token is not None and scope._deadline <= at:
-                at = scope._deadline
-                total = scope  # type: ignore[assignment]
-            scope = scope._parent
+        total = _tightest_advisory()
+        if total is not None and total._deadline <= at:
+            at = total._deadline
+        else:
+            total = None  # this attempt's own limit comes first
         cancel_scope = trio.CancelScope(deadline=at)
         with cancel_scope:
             result = await fn(*args, **kwargs)

@@ -51,7 +51,8 @@ class Pipeline(PolicyFaces):
     _layers: tuple[Policy, ...]
     _policies: tuple[Policy, ...]
     _calls: tuple[Callable[..., Awaitable[Any]], ...] | None
-    _shared: tuple[Callable[..., Awaitable[Any]], ...] | None
+    # (the total Timeout, the call chain below it) when they can share a deadline.
+    _shared: tuple[Timeout, tuple[Callable[..., Awaitable[Any]], ...]] | None
 
     def __init__(self, *policies: Policy) -> None:
         if not policies:
@@ -95,8 +96,9 @@ class Pipeline(PolicyFaces):
         """Run ``await fn(*args, **kwargs)`` through every layer."""
         calls = self._calls
         if calls is not None:
-            if self._shared is not None and _get_running_loop() is None:
-                return await self._call_shared(fn, *args, **kwargs)
+            shared = self._shared
+            if shared is not None and _get_running_loop() is None:
+                return await self._call_shared(shared, fn, *args, **kwargs)
             result: T = await calls[0](*calls[1:], fn, *args, **kwargs)
         else:
             result = await _Chain(self._layers, 0, lambda: fn(*args, **kwargs)).run()
@@ -106,21 +108,24 @@ class Pipeline(PolicyFaces):
         """Run ``await fn()`` through every layer (the `Policy` contract)."""
         calls = self._calls
         if calls is not None:
-            if self._shared is not None and _get_running_loop() is None:
-                return await self._call_shared(fn)
+            shared = self._shared
+            if shared is not None and _get_running_loop() is None:
+                return await self._call_shared(shared, fn)
             result: T = await calls[0](*calls[1:], fn)
         else:
             result = await _Chain(self._layers, 0, fn).run()
         return result
 
+    @staticmethod
     async def _call_shared(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+        shared: tuple[Timeout, tuple[Callable[..., Awaitable[Any]], ...]],
+        fn: Callable[P, Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
     ) -> T:
         """The layers under the first ``Timeout``, with that total as an advisory deadline."""
-        total = self._layers[0]
-        calls = self._shared
-        assert isinstance(total, Timeout)
-        assert calls is not None
+        total, calls = shared
         advisory = AdvisoryDeadline(total.seconds)
         try:
             with advisory:
@@ -157,22 +162,22 @@ _BOUNDED_LAYERS = (Retry, CircuitBreaker, Bulkhead)
 
 def _shared_deadline_calls(
     layers: tuple[Policy, ...], calls: tuple[Callable[..., Awaitable[Any]], ...]
-) -> tuple[Callable[..., Awaitable[Any]], ...] | None:
+) -> tuple[Timeout, tuple[Callable[..., Awaitable[Any]], ...]] | None:
     """The call chain below a total ``Timeout`` whose deadline can be advisory, if any.
 
     That is: the first layer is a ``Timeout``, a later one is a ``Timeout`` too, and every
     layer between them is one whose waits are bounded (`_BOUNDED_LAYERS`). The attempt's
     ``Timeout`` then cuts its own cancel scope to the total, and the total needs none.
     """
-    if len(layers) < 2 or layers[0].__class__ is not Timeout:
+    total = layers[0]
+    if total.__class__ is not Timeout:
         return None
     for index in range(1, len(layers)):
         layer = layers[index]
         if layer.__class__ is Timeout:
-            attempt: Timeout = layer
             shared = list(calls[1:])
-            shared[index - 1] = attempt._call_within_advisory
-            return tuple(shared)
+            shared[index - 1] = layer._call_within_advisory
+            return total, tuple(shared)
         if layer.__class__ not in _BOUNDED_LAYERS:
             return None
     return None

@@ -93,11 +93,7 @@ class Retry(PolicyFaces):
         self._match = matcher(on, "on")
         self.on = on
         self.max_attempts = _validation.count("attempts", attempts, minimum=1)
-        if timeout is not None:
-            timeout = _validation.positive("timeout", timeout)
-            if math.isinf(timeout):
-                timeout = None
-        self.timeout = timeout
+        self.timeout = _validation.optional_limit("timeout", timeout)
         if not callable(getattr(backoff, "delays", None)):
             raise ValueError(f"`backoff` must have a delays() method, got {backoff!r}")
         self.backoff = backoff

@@ -28,6 +28,15 @@ def finite_positive(name: str, value: float) -> float:
     return value
 
 
+def optional_limit(name: str, value: float | None, *, zero_ok: bool = False) -> float | None:
+    """An optional limit: ``None`` and ``inf`` both mean none; NaN and negatives (and zero,
+    unless ``zero_ok``) are refused."""
+    if value is None:
+        return None
+    value = non_negative(name, value) if zero_ok else positive(name, value)
+    return None if math.isinf(value) else value
+
+
 def ratio(name: str, value: float) -> float:
     """A fraction in 0..1 inclusive."""
     value = _number(name, value)

@@ -286,26 +286,15 @@ class GuardedPool(Generic[C]):
         if max_queued is None:
             max_queued = _QUEUED_PER_CONNECTION * self.max_size
         self.max_queued = _validation.count("max_queued", max_queued, minimum=0)
-        if statement_timeout is not None:
-            statement_timeout = _validation.positive("statement_timeout", statement_timeout)
-            if math.isinf(statement_timeout):
-                statement_timeout = None
+        statement_timeout = _validation.optional_limit("statement_timeout", statement_timeout)
         self.statement_timeout = statement_timeout
         driver.configure(statement_timeout=statement_timeout)
         self.connect_timeout = _validation.finite_positive("connect_timeout", connect_timeout)
-        if ping_after is not None:
-            ping_after = _validation.non_negative("ping_after", ping_after)
-            if math.isinf(ping_after):
-                ping_after = None
-        self.ping_after = ping_after
+        self.ping_after = _validation.optional_limit("ping_after", ping_after, zero_ok=True)
         self.health_timeout = _validation.finite_positive("health_timeout", health_timeout)
         self.health_ttl = _validation.non_negative("health_ttl", health_ttl)
         self.max_idle = _validation.positive("max_idle", max_idle)
-        if max_lifetime is not None:
-            max_lifetime = _validation.positive("max_lifetime", max_lifetime)
-            if math.isinf(max_lifetime):
-                max_lifetime = None
-        self.max_lifetime = max_lifetime
+        self.max_lifetime = _validation.optional_limit("max_lifetime", max_lifetime)
         self.recovery_timeout = _validation.finite_positive("recovery_timeout", recovery_timeout)
         self.close_timeout = _validation.non_negative("close_timeout", close_timeout)
         self.name = name

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import anyio
 
 from . import _validation
+from ._setting import Setting
 
 __all__ = ["RetryBudget", "RetryBudgetStatistics"]
 
@@ -61,18 +62,22 @@ class RetryBudget:
         "_clock",
         "_deposit_total",
         "_deposits",
+        "_min_per_second",
         "_pending",
+        "_ratio",
         "_refused",
         "_slice",
         "_slice_seconds",
+        "_ttl",
         "_withdraw_total",
         "_withdrawals",
-        "min_per_second",
-        "ratio",
-        "ttl",
     )
 
     __module__ = "asyncres"
+
+    ratio: Setting[float] = Setting()
+    min_per_second: Setting[float] = Setting()
+    ttl: Setting[float] = Setting()
 
     def __init__(
         self,
@@ -82,13 +87,13 @@ class RetryBudget:
         ttl: float = 10.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.ratio = _validation.ratio("ratio", ratio)
-        self.min_per_second = _validation.non_negative("min_per_second", min_per_second)
-        if math.isinf(self.min_per_second):
+        self._ratio = _validation.ratio("ratio", ratio)
+        self._min_per_second = _validation.non_negative("min_per_second", min_per_second)
+        if math.isinf(self._min_per_second):
             raise ValueError("`min_per_second` must be finite, got inf")
-        self.ttl = _validation.finite_positive("ttl", ttl)
+        self._ttl = _validation.finite_positive("ttl", ttl)
         self._clock = clock or anyio.current_time
-        self._slice_seconds = self.ttl / _SLICES
+        self._slice_seconds = self._ttl / _SLICES
         self._deposits = [0] * _SLICES
         self._withdrawals = [0] * _SLICES
         self._deposit_total = 0
@@ -99,8 +104,8 @@ class RetryBudget:
 
     def __repr__(self) -> str:
         return (
-            f"RetryBudget(ratio={self.ratio!r}, min_per_second={self.min_per_second!r}, "
-            f"ttl={self.ttl!r})"
+            f"RetryBudget(ratio={self._ratio!r}, min_per_second={self._min_per_second!r}, "
+            f"ttl={self._ttl!r})"
         )
 
     def deposit(self) -> None:
@@ -143,7 +148,7 @@ class RetryBudget:
 
     def _available(self) -> float:
         self._advance()
-        allowance = max(self.min_per_second * self.ttl, self.ratio * self._deposit_total)
+        allowance = max(self._min_per_second * self._ttl, self._ratio * self._deposit_total)
         return allowance - self._withdraw_total
 
     def _advance(self) -> None:

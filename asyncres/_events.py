@@ -10,6 +10,7 @@ logged and otherwise ignored, so telemetry can never change the outcome of a cal
 """
 
 import logging
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import ClassVar
@@ -76,7 +77,7 @@ class RetryScheduled(Event):
 
 @dataclass(frozen=True, slots=True)
 class RetryGaveUp(Event):
-    """A retryable failure propagates after ``attempts`` attempts.
+    """A retryable failure propagates after ``attempts_made`` attempts.
 
     ``reason`` is ``"attempts"`` (none left), ``"deadline"`` (the next attempt could not
     start before the enclosing deadline) or ``"budget"`` (`RetryBudgetExhausted`).
@@ -87,9 +88,19 @@ class RetryGaveUp(Event):
 
     level: ClassVar[int] = logging.WARNING
 
-    attempts: int
+    attempts_made: int
     error: BaseException | None
     reason: str
+
+    @property
+    def attempts(self) -> int:
+        """Deprecated name of ``attempts_made``."""
+        warnings.warn(
+            "RetryGaveUp.attempts is deprecated, use RetryGaveUp.attempts_made",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.attempts_made
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 from ._events import FallbackUsed, Listener, emit
 from ._matching import ErrorFilter, matcher
 from ._policy import PolicyFaces
+from ._setting import Setting
 
 __all__ = ["Fallback"]
 
@@ -34,9 +35,15 @@ class Fallback(PolicyFaces):
     keep them compatible (``value=None`` only for functions returning an ``Optional``).
     """
 
-    __slots__ = ("_listeners", "_match", "factory", "name", "on", "on_result", "value")
+    __slots__ = ("_factory", "_listeners", "_match", "_name", "_on", "_on_result", "_value")
 
     __module__ = "asyncres"
+
+    on: Setting[ErrorFilter] = Setting()
+    value: Setting[object] = Setting()
+    factory: Setting[Callable[[Any], Awaitable[object]] | None] = Setting()
+    on_result: Setting[Callable[[Any], bool] | None] = Setting()
+    name: Setting[str | None] = Setting()
 
     @overload
     def __init__(
@@ -89,11 +96,11 @@ class Fallback(PolicyFaces):
         if on == () and on_result is None:
             raise ValueError("`on` must name at least one exception type")
         self._match = matcher(on, "on")
-        self.on = on
-        self.value = None if value is _MISSING else value
-        self.factory = factory
-        self.on_result = on_result
-        self.name = name
+        self._on = on
+        self._value = None if value is _MISSING else value
+        self._factory = factory
+        self._on_result = on_result
+        self._name = name
         self._listeners = tuple(listeners)
 
     def __repr__(self) -> str:
@@ -116,7 +123,7 @@ class Fallback(PolicyFaces):
                 raise
             error: Exception | None = exc
         else:
-            on_result = self.on_result
+            on_result = self._on_result
             if on_result is None or not on_result(result):
                 return result
             error = None
@@ -126,7 +133,7 @@ class Fallback(PolicyFaces):
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate an async function: a matched failure returns the substitute."""
         match = self._match
-        on_result = self.on_result
+        on_result = self._on_result
         substitute = self._substitute
 
         # call()'s body, inlined: the success path is one await in a try.
@@ -147,10 +154,10 @@ class Fallback(PolicyFaces):
         return wrapper
 
     async def _substitute(self, error: Exception | None) -> object:
-        emit(self._listeners, FallbackUsed(self.name, error))
-        factory = self.factory
+        emit(self._listeners, FallbackUsed(self._name, error))
+        factory = self._factory
         if factory is None:
-            return self.value
+            return self._value
         try:
             return await factory(error)
         except Exception as exc:

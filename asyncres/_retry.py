@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -24,6 +25,7 @@ from ._events import (
 )
 from ._matching import ErrorFilter, matcher
 from ._policy import PolicyFaces
+from ._setting import Setting
 
 if TYPE_CHECKING:
     from typing import Self
@@ -44,8 +46,9 @@ class Retry(PolicyFaces):
     """Retry an async call on chosen errors, with jittered backoff and a retry budget.
 
     ``on`` (required) picks what is retried: an exception type, a tuple of types, or a
-    predicate on the exception. Cancellation is never retried. ``attempts`` counts the first
-    call; ``timeout`` bounds all attempts *and* sleeps together (a cancel scope).
+    predicate on the exception. Cancellation is never retried. ``max_attempts`` counts the
+    first attempt (a call of ``max_attempts=3`` runs the function at most three times);
+    ``timeout`` bounds all attempts *and* sleeps together (a cancel scope).
 
     Before each wait, Retry compares it with the tightest enclosing deadline
     (`asyncres.remaining()`): when the next attempt could not start in time, it re-raises
@@ -57,29 +60,41 @@ class Retry(PolicyFaces):
     returned as it is.
 
     The wait before retry ``n`` is the ``n``-th item of ``backoff.delays(rng)``.
+
+    Configuration is read-only after construction (`Setting`): build a new `Retry` to
+    change it.
     """
 
     __slots__ = (
+        "_backoff",
+        "_budget",
         "_listeners",
         "_match",
+        "_max_attempts",
+        "_name",
+        "_on",
+        "_on_result",
+        "_rng",
         "_slow",
-        "backoff",
-        "budget",
-        "max_attempts",
-        "name",
-        "on",
-        "on_result",
-        "rng",
-        "timeout",
+        "_timeout",
     )
 
     __module__ = "asyncres"
+
+    on: Setting[ErrorFilter] = Setting()
+    max_attempts: Setting[int] = Setting()
+    timeout: Setting[float | None] = Setting()
+    backoff: Setting[Backoff] = Setting()
+    budget: Setting[RetryBudget | None] = Setting()
+    on_result: Setting[Callable[[Any], bool] | None] = Setting()
+    name: Setting[str | None] = Setting()
+    rng: Setting[random.Random | None] = Setting()
 
     def __init__(
         self,
         *,
         on: ErrorFilter,
-        attempts: int = 3,
+        max_attempts: int = 3,
         timeout: float | None = None,
         backoff: Backoff = _DEFAULT_BACKOFF,
         budget: RetryBudget | None = _DEFAULT_BUDGET,
@@ -87,35 +102,44 @@ class Retry(PolicyFaces):
         name: str | None = None,
         listeners: Iterable[Listener] = (),
         rng: random.Random | None = None,
+        attempts: int | None = None,
     ) -> None:
+        checked_name = "max_attempts"
+        if attempts is not None:  # the name before 0.2
+            warnings.warn(
+                "Retry(attempts=...) is deprecated, use Retry(max_attempts=...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            max_attempts, checked_name = attempts, "attempts"
         if on == ():
             raise ValueError("`on` must name at least one exception type")
         self._match = matcher(on, "on")
-        self.on = on
-        self.max_attempts = _validation.count("attempts", attempts, minimum=1)
-        self.timeout = _validation.optional_limit("timeout", timeout)
+        self._on = on
+        self._max_attempts = _validation.count(checked_name, max_attempts, minimum=1)
+        self._timeout = _validation.optional_limit("timeout", timeout)
         if not callable(getattr(backoff, "delays", None)):
             raise ValueError(f"`backoff` must have a delays() method, got {backoff!r}")
-        self.backoff = backoff
+        self._backoff = backoff
         if budget is _DEFAULT_BUDGET:
             budget = RetryBudget()
         elif budget is not None and not isinstance(budget, RetryBudget):
             raise ValueError(f"`budget` must be a RetryBudget or None, got {budget!r}")
-        self.budget = budget
+        self._budget = budget
         if on_result is not None and not callable(on_result):
             raise ValueError(f"`on_result` must be callable, got {on_result!r}")
-        self.on_result = on_result
-        self.name = name
+        self._on_result = on_result
+        self._name = name
         self._listeners = tuple(listeners)
-        self.rng = rng
+        self._rng = rng
         self._slow = timeout is not None or on_result is not None
 
     def __repr__(self) -> str:
-        on = getattr(self.on, "__name__", None) or repr(self.on)
-        name = f", name={self.name!r}" if self.name else ""
+        on = getattr(self._on, "__name__", None) or repr(self._on)
+        name = f", name={self._name!r}" if self._name else ""
         return (
-            f"Retry(on={on}, attempts={self.max_attempts}, timeout={self.timeout!r}, "
-            f"backoff={self.backoff!r}{name})"
+            f"Retry(on={on}, max_attempts={self._max_attempts}, timeout={self._timeout!r}, "
+            f"backoff={self._backoff!r}{name})"
         )
 
     # The success path of call() and of the decorator is deliberately flat: one await in a
@@ -130,7 +154,7 @@ class Retry(PolicyFaces):
         except Exception as exc:
             error = exc
         else:
-            budget = self.budget
+            budget = self._budget
             if budget is not None:
                 pending = budget._pending + 1
                 budget._pending = pending
@@ -144,8 +168,8 @@ class Retry(PolicyFaces):
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
         """``call`` with a total timeout or an ``on_result`` predicate."""
-        if self.timeout is not None:
-            with DeadlineScope(self.timeout, math.inf):
+        if self._timeout is not None:
+            with DeadlineScope(self._timeout, math.inf):
                 return await self._retry_loop(fn, args, kwargs)
         return await self._retry_loop(fn, args, kwargs)
 
@@ -154,7 +178,7 @@ class Retry(PolicyFaces):
         if self._slow:
             return super().__call__(fn)
         retry_loop = self._retry_loop
-        budget = self.budget
+        budget = self._budget
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -195,10 +219,10 @@ class Retry(PolicyFaces):
 
         ``_first`` is the outcome of a first attempt already made by the fast path.
         """
-        budget = self.budget
+        budget = self._budget
         if budget is not None:
             budget.deposit()
-        on_result = self.on_result
+        on_result = self._on_result
         state = _RetryState(self)
         outcome = _first
         while True:
@@ -242,7 +266,7 @@ class _RetryState:
         if error is not None and not retry._match(error):
             return None  # not ours to retry: propagate untouched
         attempt = self.attempt
-        max_attempts = retry.max_attempts
+        max_attempts = retry._max_attempts
         testing = _testing_state.attempts_cap
         if testing is not None:
             max_attempts = min(max_attempts, testing)
@@ -250,7 +274,7 @@ class _RetryState:
             self._give_up(error, "attempts", RetryGaveUp)
             return None
         if self._delays is None:
-            self._delays = retry.backoff.delays(retry.rng)
+            self._delays = retry._backoff.delays(retry._rng)
         wait = next(self._delays)
         hint = getattr(error, "retry_after", None)
         if isinstance(hint, int | float) and hint > wait:
@@ -264,11 +288,11 @@ class _RetryState:
         if left is not None and wait >= left:
             self._give_up(error, "deadline", RetryGaveUp)
             return None
-        budget = retry.budget
+        budget = retry._budget
         if budget is not None and not budget.try_withdraw():
             self._give_up(error, "budget", RetryBudgetExhausted)
             return None
-        emit(retry._listeners, RetryScheduled(retry.name, attempt, wait, error))
+        emit(retry._listeners, RetryScheduled(retry._name, attempt, wait, error))
         self.attempt = attempt + 1
         return wait
 
@@ -277,7 +301,7 @@ class _RetryState:
         retry = self.retry
         attempts = self.attempt
         if error is not None:
-            label = f" {retry.name!r}" if retry.name else ""
+            label = f" {retry._name!r}" if retry._name else ""
             detail = {
                 "attempts": "no attempts left",
                 "deadline": "the next attempt could not start before the deadline",
@@ -287,7 +311,7 @@ class _RetryState:
             error.add_note(
                 f"asyncres.Retry{label}: gave up after {attempts} attempt{plural} ({detail})"
             )
-        emit(retry._listeners, event(retry.name, attempts, error, reason))
+        emit(retry._listeners, event(retry._name, attempts, error, reason))
 
 
 class _Attempts:
@@ -311,10 +335,10 @@ class _Attempts:
         state = self._state
         if state is None:
             retry = self.retry
-            if retry.timeout is not None:
-                self._deadline = anyio.current_time() + retry.timeout
-            if retry.budget is not None:
-                retry.budget.deposit()
+            if retry._timeout is not None:
+                self._deadline = anyio.current_time() + retry._timeout
+            if retry._budget is not None:
+                retry._budget.deposit()
             state = self._state = _RetryState(retry)
             return Attempt(self, 1)
         await anyio.sleep(self._wait)
@@ -360,7 +384,7 @@ class Attempt:
             self._scope.__exit__(exc_type, exc, tb)
         if exc is None:
             attempts._done = True
-            budget = attempts.retry.budget
+            budget = attempts.retry._budget
             if budget is not None and self.number > 1:
                 budget.refund()  # the retry paid off
             return False

@@ -33,7 +33,7 @@ async def ok() -> int:
 
 
 def _retry() -> asyncres.Retry:
-    return asyncres.Retry(on=OSError, attempts=3)
+    return asyncres.Retry(on=OSError, max_attempts=3)
 
 
 # -- asyncres ---------------------------------------------------------------------------
@@ -98,7 +98,7 @@ async def asyncres_breaker_with(n: int) -> None:
 def _canonical_pipeline() -> asyncres.Pipeline:
     return asyncres.Pipeline(
         asyncres.Timeout(10.0),
-        asyncres.Retry(on=OSError, attempts=4),
+        asyncres.Retry(on=OSError, max_attempts=4),
         asyncres.CircuitBreaker(failure_rate=0.5, window=30.0),
         asyncres.Bulkhead(max_concurrent=20, max_queued=50),
         asyncres.Timeout(2.0),

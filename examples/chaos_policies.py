@@ -35,7 +35,7 @@ schedule = Schedule(
 )
 
 prices = asyncres.Pipeline(
-    asyncres.Retry(on=ConnectionError, attempts=3, backoff=backoff.Constant(0.01)),
+    asyncres.Retry(on=ConnectionError, max_attempts=3, backoff=backoff.Constant(0.01)),
     asyncres.Timeout(0.1),  # per attempt: the latency spike trips it
     schedule,  # innermost: the faults of the current phase
 )

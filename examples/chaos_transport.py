@@ -36,7 +36,7 @@ transport = ChaosTransport(
     seed=7,
 )
 
-retry = asyncres.Retry(on=httpx.ConnectError, attempts=3, backoff=backoff.Constant(0.01))
+retry = asyncres.Retry(on=httpx.ConnectError, max_attempts=3, backoff=backoff.Constant(0.01))
 
 
 async def main() -> None:

@@ -70,7 +70,7 @@ async def main() -> None:
     print(f"window: {stats.calls} calls, failure rate {stats.failure_rate:.2f}")
 
     # A Retry outside the breaker waits for `retry_after` instead of hammering.
-    retry = asyncres.Retry(on=asyncres.CircuitOpenError, attempts=3)
+    retry = asyncres.Retry(on=asyncres.CircuitOpenError, max_attempts=3)
     breaker.isolate()  # manual: forced open until reset()
     with anyio.move_on_after(0.5):
         try:

@@ -56,7 +56,7 @@ async def main(dsn: str) -> None:
         dsn,
         retry=asyncres.Retry(
             on=asyncres.db.is_transient,
-            attempts=5,
+            max_attempts=5,
             backoff=backoff.FullJitter(base=0.02, cap=1.0),
         ),
         breaker=asyncres.CircuitBreaker(

@@ -27,7 +27,7 @@ async def fetch_user(user_id: int) -> dict[str, object]:
 
 api = asyncres.Pipeline(
     asyncres.Timeout(10.0),  # total budget for the whole call
-    asyncres.Retry(on=(ConnectionError, asyncres.TimeoutExceededError), attempts=4),
+    asyncres.Retry(on=(ConnectionError, asyncres.TimeoutExceededError), max_attempts=4),
     asyncres.CircuitBreaker(failure_rate=0.5, window=30.0),
     asyncres.Bulkhead(max_concurrent=20, max_queued=50),
     asyncres.Timeout(2.0),  # per attempt

@@ -23,7 +23,7 @@ async def fetch_price(item: str) -> float:
     return 9.99
 
 
-retry = asyncres.Retry(on=ConnectionError, attempts=4)
+retry = asyncres.Retry(on=ConnectionError, max_attempts=4)
 
 
 @retry

@@ -28,7 +28,7 @@ inventory_budget = asyncres.RetryBudget(ratio=0.2, min_per_second=10.0, ttl=10.0
 
 retry = asyncres.Retry(
     on=(ConnectionError, asyncres.RejectedError),
-    attempts=4,
+    max_attempts=4,
     timeout=5.0,  # all attempts and waits together
     backoff=backoff.FullJitter(base=0.01, cap=1.0),
     budget=inventory_budget,

@@ -149,9 +149,9 @@ async def _outage(retry: asyncres.Retry, calls: int, window: float) -> int:
 @pytest.mark.anyio
 async def test_default_budget_bounds_outage_amplification() -> None:
     """10,000 calls in a 60 s outage: <= 1.25 x attempts with the budget, 3 x without."""
-    with_budget = await _outage(asyncres.Retry(on=ConnectionError, attempts=3), 10_000, 60.0)
+    with_budget = await _outage(asyncres.Retry(on=ConnectionError, max_attempts=3), 10_000, 60.0)
     without = await _outage(
-        asyncres.Retry(on=ConnectionError, attempts=3, budget=None), 10_000, 60.0
+        asyncres.Retry(on=ConnectionError, max_attempts=3, budget=None), 10_000, 60.0
     )
     assert without == 30_000
     assert 10_000 < with_budget <= 12_500, with_budget
@@ -161,8 +161,8 @@ async def test_default_budget_bounds_outage_amplification() -> None:
 async def test_shared_budget_spans_retry_objects() -> None:
     """One budget shared by two Retry objects is drained by both together."""
     budget = asyncres.RetryBudget(ratio=0.0, min_per_second=0.5, ttl=10.0)  # 5 retries
-    first = asyncres.Retry(on=ConnectionError, attempts=10, budget=budget)
-    second = asyncres.Retry(on=ConnectionError, attempts=10, budget=budget)
+    first = asyncres.Retry(on=ConnectionError, max_attempts=10, budget=budget)
+    second = asyncres.Retry(on=ConnectionError, max_attempts=10, budget=budget)
     attempts = 0
 
     async def down() -> None:
@@ -192,7 +192,7 @@ def test_refund_returns_a_withdrawal() -> None:
 async def test_successful_retries_are_refunded() -> None:
     """Retries that succeed cost no budget; only failed retries use it up."""
     budget = asyncres.RetryBudget(ratio=0.0, min_per_second=0.1, ttl=10.0)  # one retry
-    retry = asyncres.Retry(on=ConnectionError, attempts=2, budget=budget)
+    retry = asyncres.Retry(on=ConnectionError, max_attempts=2, budget=budget)
     for _ in range(5):  # each call fails once and succeeds on its retry
         failed = False
 
@@ -209,3 +209,14 @@ async def test_successful_retries_are_refunded() -> None:
             if attempt.number == 1:
                 raise ConnectionError
     assert budget.statistics().withdrawals == 0
+
+
+@pytest.mark.parametrize("attribute", ["ratio", "min_per_second", "ttl"])
+def test_configuration_is_read_only_after_construction(attribute: str) -> None:
+    """Assigning ``ratio``, ``min_per_second`` or ``ttl`` raises instead of being ignored."""
+    budget = asyncres.RetryBudget(ratio=0.5, min_per_second=1.0, ttl=10.0, clock=FakeClock())
+    before = getattr(budget, attribute)
+    with pytest.raises(AttributeError, match=rf"RetryBudget\.{attribute} is read-only"):
+        setattr(budget, attribute, 100.0)
+    assert getattr(budget, attribute) == before
+    assert drain(budget) == 10  # the reserve still comes from the construction values

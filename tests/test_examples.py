@@ -55,19 +55,6 @@ def test_every_readme_code_block_lives_in_an_example() -> None:
     assert not missing, "README blocks not found in examples/:\n\n" + "\n---\n".join(missing)
 
 
-@pytest.mark.parametrize(
-    "section", sorted((ROOT / "docs" / "sections").glob("*.md")), ids=lambda p: p.name
-)
-def test_every_section_code_block_lives_in_an_example(section: Path) -> None:
-    """Sections waiting to join the README follow its rule: code blocks are excerpts."""
-    sources = [_normalise(path.read_text()) for path in EXAMPLES]
-    blocks = re.findall(r"```python\n(.*?)```", section.read_text(), flags=re.DOTALL)
-    missing = [b for b in blocks if not any(_normalise(b) in source for source in sources)]
-    assert not missing, f"{section.name} blocks not found in examples/:\n\n" + "\n---\n".join(
-        missing
-    )
-
-
 def test_readme_starts_with_the_two_commands() -> None:
     """The README opens with the main-job command and the test command."""
     readme = (ROOT / "README.md").read_text()

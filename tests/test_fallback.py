@@ -299,3 +299,17 @@ def test_repr_is_readable() -> None:
     assert repr(asyncres.Fallback(on=OSError, value=None, on_result=bool)) == (
         "Fallback(on=OSError, value=None, on_result=...)"
     )
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [("on", OSError), ("value", "other"), ("factory", None), ("on_result", bool), ("name", "x")],
+)
+async def test_configuration_is_read_only_after_construction(attribute: str, value: Any) -> None:
+    """Assigning a configuration attribute raises instead of being silently ignored."""
+    fallback = asyncres.Fallback(on=ConnectionError, value="cached", name="price")
+    before = getattr(fallback, attribute)
+    with pytest.raises(AttributeError, match=rf"Fallback\.{attribute} is read-only"):
+        setattr(fallback, attribute, value)
+    assert getattr(fallback, attribute) == before
+    assert await fallback.call(failing(ConnectionError())) == "cached"

@@ -78,7 +78,7 @@ async def test_retries_until_success_with_the_backoff_waits() -> None:
 async def test_gives_up_with_the_last_exception_unchanged_and_a_note() -> None:
     """When attempts run out, the last exception itself propagates, with a note."""
     flaky = Flaky(10)
-    retry = constant_retry(attempts=3, name="db")
+    retry = constant_retry(max_attempts=3, name="db")
     with capture_events() as events:
         with pytest.raises(ConnectionError) as info:
             await retry.call(flaky)
@@ -159,7 +159,7 @@ async def test_cancellation_during_the_backoff_sleep_stops_retrying() -> None:
 
     async def caller() -> None:
         try:
-            await constant_retry(backoff=backoff.Constant(1.0), attempts=5).call(flaky)
+            await constant_retry(backoff=backoff.Constant(1.0), max_attempts=5).call(flaky)
         except BaseException as exc:
             outcome.append(exc)
             raise
@@ -179,7 +179,7 @@ async def test_never_sleeps_past_the_enclosing_deadline() -> None:
     with capture_events() as events:
         with pytest.raises(ConnectionError) as info:
             with asyncres.timeout(2.5):
-                await constant_retry(backoff=backoff.Constant(1.0), attempts=10).call(flaky)
+                await constant_retry(backoff=backoff.Constant(1.0), max_attempts=10).call(flaky)
     assert len(flaky.calls) == 3  # t=0, 1, 2; the wait to t=3 would pass t=2.5
     assert anyio.current_time() - start == pytest.approx(2.0)
     assert "could not start before the deadline" in info.value.__notes__[0]
@@ -191,7 +191,7 @@ async def test_deadline_from_anyio_scope_is_honoured_too() -> None:
     flaky = Flaky(5)
     with pytest.raises(ConnectionError):
         with anyio.fail_after(1.5):
-            await constant_retry(backoff=backoff.Constant(1.0), attempts=10).call(flaky)
+            await constant_retry(backoff=backoff.Constant(1.0), max_attempts=10).call(flaky)
     assert len(flaky.calls) == 2
 
 
@@ -199,7 +199,7 @@ async def test_total_timeout_bounds_attempts_and_sleeps() -> None:
     """Retry(timeout=...) gives up when a wait would cross it, before sleeping."""
     flaky = Flaky(10)
     start = anyio.current_time()
-    retry = constant_retry(backoff=backoff.Constant(1.0), attempts=10, timeout=3.5)
+    retry = constant_retry(backoff=backoff.Constant(1.0), max_attempts=10, timeout=3.5)
     with pytest.raises(ConnectionError):
         await retry.call(flaky)
     assert len(flaky.calls) == 4  # t=0,1,2,3
@@ -262,7 +262,7 @@ async def test_circuit_open_error_is_waited_out_not_hammered() -> None:
             raise asyncres.CircuitOpenError("svc", retry_after=4.0)
         return "ok"
 
-    retry = constant_retry(on=asyncres.RejectedError, backoff=backoff.Constant(0.1), attempts=5)
+    retry = constant_retry(on=asyncres.RejectedError, backoff=backoff.Constant(0.1), max_attempts=5)
     assert await retry.call(guarded) == "ok"
     assert [b - a for a, b in itertools.pairwise(calls)] == pytest.approx([4.0, 4.0])
 
@@ -316,7 +316,7 @@ async def test_block_form_gives_up_with_the_last_error() -> None:
     """The block form raises the last error, noted, when attempts run out."""
     flaky = Flaky(10)
     with pytest.raises(ConnectionError) as info:
-        async for attempt in constant_retry(attempts=2).attempts():
+        async for attempt in constant_retry(max_attempts=2).attempts():
             with attempt:
                 await flaky()
     assert info.value is flaky.raised[-1]
@@ -354,7 +354,7 @@ async def test_block_form_total_timeout() -> None:
 
     flaky = Flaky(10)
     with pytest.raises(ConnectionError) as info:
-        async for attempt in constant_retry(timeout=2.5, attempts=10).attempts():
+        async for attempt in constant_retry(timeout=2.5, max_attempts=10).attempts():
             with attempt:
                 await flaky()
     assert len(flaky.calls) == 3
@@ -364,7 +364,7 @@ async def test_block_form_total_timeout() -> None:
 async def test_budget_exhaustion_stops_retries_with_an_event() -> None:
     """An empty budget refuses the retry: the error propagates with a budget event."""
     budget = asyncres.RetryBudget(ratio=0.0, min_per_second=0.1, ttl=10.0)  # one retry
-    retry = constant_retry(attempts=5, budget=budget, name="svc")
+    retry = constant_retry(max_attempts=5, budget=budget, name="svc")
     flaky = Flaky(10)
     with capture_events() as events:
         with pytest.raises(ConnectionError) as info:
@@ -378,7 +378,7 @@ async def test_budget_exhaustion_stops_retries_with_an_event() -> None:
 
 async def test_budget_none_disables_it() -> None:
     """budget=None: only attempts bound the retries."""
-    retry = constant_retry(attempts=50, budget=None, backoff=backoff.Constant(0))
+    retry = constant_retry(max_attempts=50, budget=None, backoff=backoff.Constant(0))
     flaky = Flaky(49)
     assert await retry.call(flaky) == "ok"
 
@@ -410,7 +410,7 @@ async def test_testing_mode_skips_waits_and_caps_attempts() -> None:
     start = anyio.current_time()
     with set_testing(True, attempts=2):
         with pytest.raises(ConnectionError):
-            await constant_retry(backoff=backoff.Constant(100), attempts=5).call(flaky)
+            await constant_retry(backoff=backoff.Constant(100), max_attempts=5).call(flaky)
     assert len(flaky.calls) == 2
     assert anyio.current_time() == pytest.approx(start)
 
@@ -421,9 +421,9 @@ async def test_seeded_rng_makes_waits_reproducible() -> None:
     async def waits(seed: int) -> list[float]:
         with capture_events() as events:
             with pytest.raises(ConnectionError):
-                await asyncres.Retry(on=ConnectionError, attempts=4, rng=random.Random(seed)).call(
-                    Flaky(10)
-                )
+                await asyncres.Retry(
+                    on=ConnectionError, max_attempts=4, rng=random.Random(seed)
+                ).call(Flaky(10))
         return [e.wait for e in events if isinstance(e, asyncres.RetryScheduled)]
 
     assert await waits(3) == await waits(3)
@@ -443,9 +443,9 @@ async def test_listener_errors_do_not_change_the_outcome() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "parameter"),
     [
-        ({"attempts": 0}, "attempts"),
-        ({"attempts": 1.5}, "attempts"),
-        ({"attempts": True}, "attempts"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": 1.5}, "max_attempts"),
+        ({"max_attempts": True}, "max_attempts"),
         ({"timeout": -1}, "timeout"),
         ({"timeout": 0}, "timeout"),
         ({"timeout": math.nan}, "timeout"),
@@ -475,6 +475,58 @@ def test_on_is_required() -> None:
 def test_repr_is_readable() -> None:
     """Retry prints its configuration."""
     assert repr(asyncres.Retry(on=OSError, name="api")) == (
-        "Retry(on=OSError, attempts=3, timeout=None, "
+        "Retry(on=OSError, max_attempts=3, timeout=None, "
         "backoff=FullJitter(base=0.1, cap=10.0), name='api')"
     )
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        ("on", OSError),
+        ("max_attempts", 10),
+        ("timeout", 5.0),
+        ("backoff", backoff.Constant(0.0)),
+        ("budget", None),
+        ("on_result", bool),
+        ("name", "other"),
+        ("rng", random.Random(1)),
+    ],
+)
+async def test_configuration_is_read_only_after_construction(attribute: str, value: Any) -> None:
+    """Assigning a configuration attribute raises instead of being silently ignored."""
+    retry = constant_retry(max_attempts=2, name="svc")
+    before = getattr(retry, attribute)
+    with pytest.raises(AttributeError, match=rf"Retry\.{attribute} is read-only"):
+        setattr(retry, attribute, value)
+    assert getattr(retry, attribute) is before
+    flaky = Flaky(1)
+    assert await retry.call(flaky) == "ok"
+    assert len(flaky.calls) == 2  # still the configuration given at construction
+
+
+async def test_the_old_attempts_parameter_still_works_with_a_deprecation_warning() -> None:
+    """``Retry(attempts=n)``, the name before 0.2, warns and means ``max_attempts=n``."""
+    with pytest.warns(DeprecationWarning, match="max_attempts"):
+        retry = asyncres.Retry(on=ConnectionError, attempts=2, backoff=backoff.Constant(0))
+    assert retry.max_attempts == 2
+    flaky = Flaky(5)
+    with pytest.raises(ConnectionError):
+        await retry.call(flaky)
+    assert len(flaky.calls) == 2
+    with (
+        pytest.warns(DeprecationWarning, match="max_attempts"),
+        pytest.raises(ValueError, match="`attempts`"),
+    ):
+        asyncres.Retry(on=ConnectionError, attempts=0)
+
+
+async def test_gave_up_event_names_attempts_made_and_keeps_the_old_name() -> None:
+    """`RetryGaveUp.attempts_made` counts the attempts; ``.attempts`` is a deprecated alias."""
+    with capture_events() as events, pytest.raises(ConnectionError):
+        await constant_retry(max_attempts=3).call(Flaky(5))
+    gave_up = events[-1]
+    assert isinstance(gave_up, asyncres.RetryGaveUp)
+    assert gave_up.attempts_made == 3
+    with pytest.warns(DeprecationWarning, match="attempts_made"):
+        assert gave_up.attempts == 3

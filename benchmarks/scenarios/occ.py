@@ -304,7 +304,7 @@ def _asyncres_retry(strategy: backoff.Backoff, rng: random.Random) -> Callable[[
     def make() -> Any:
         # One client, one retry policy: no budget and no attempt limit, as in the blog.
         retry = asyncres.Retry(
-            on=Conflict, attempts=1_000_000, backoff=strategy, budget=None, rng=rng
+            on=Conflict, max_attempts=1_000_000, backoff=strategy, budget=None, rng=rng
         )
         return retry.call
 
@@ -437,7 +437,7 @@ def run(*, smoke: bool = False, seed: int = 2015, workers: int = 1) -> ScenarioR
             "counts attempts from 1, so its first ceiling is 10 ms (see the harness check).",
             "asyncres's decorrelated jitter caps the range before drawing (no pile-up at the "
             "cap), unlike the blog's. Polly's V2 decorrelated jitter is not implemented.",
-            "`Retry` in the cross-check: `attempts=1_000_000, budget=None` (the blog's clients "
+            "`Retry` in the cross-check: `max_attempts=1_000_000, budget=None` (the blog's clients "
             "retry until they succeed; a budget would change the experiment).",
         ],
         configs=[],

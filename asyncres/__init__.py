@@ -5,6 +5,7 @@ the core) circuit breakers, bulkheads, hedging and fallbacks, as small composabl
 """
 
 from . import backoff as backoff
+from . import events as events
 from ._breaker import CircuitBreaker as CircuitBreaker
 from ._breaker import CircuitBreakerStatistics as CircuitBreakerStatistics
 from ._breaker import CircuitState as CircuitState
@@ -37,6 +38,7 @@ from ._exceptions import BulkheadFullError as BulkheadFullError
 from ._exceptions import CircuitOpenError as CircuitOpenError
 from ._exceptions import RejectedError as RejectedError
 from ._exceptions import ResilienceError as ResilienceError
+from ._exceptions import ThrottledError as ThrottledError
 from ._exceptions import TimeoutExceededError as TimeoutExceededError
 from ._fallback import Fallback as Fallback
 from ._hedge import Hedge as Hedge
@@ -44,6 +46,8 @@ from ._pipeline import Pipeline as Pipeline
 from ._policy import Policy as Policy
 from ._retry import Attempt as Attempt
 from ._retry import Retry as Retry
+from ._throttle import Throttle as Throttle
+from ._throttle import ThrottleStatistics as ThrottleStatistics
 
 __version__ = "0.1.0.dev0"
 
@@ -78,11 +82,15 @@ __all__ = [
     "RetryBudgetStatistics",
     "RetryGaveUp",
     "RetryScheduled",
+    "Throttle",
+    "ThrottleStatistics",
+    "ThrottledError",
     "Timeout",
     "TimeoutExceededError",
     "TimeoutExpired",
     "backoff",
     "deadline",
+    "events",
     "get_listeners",
     "log_event",
     "remaining",

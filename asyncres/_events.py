@@ -27,6 +27,8 @@ __all__ = [
     "RetryBudgetExhausted",
     "RetryGaveUp",
     "RetryScheduled",
+    "ThrottleEngaged",
+    "ThrottleReleased",
     "TimeoutExpired",
     "emit",
     "log_event",
@@ -153,7 +155,7 @@ class CircuitClosed(Event):
 class CallRejected(Event):
     """A call was refused before it ran (`RejectedError`).
 
-    ``reason``: ``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"``,
+    ``reason``: ``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"``, ``"throttled"``,
     ``"shed"`` (evicted by a higher-priority waiter), ``"queue_timeout"``, ``"deadline"``
     (the caller's deadline had already passed), and for `asyncres.db` pools
     ``"pool_queue_full"``, ``"pool_acquire_timeout"`` or ``"pool_closed"``.
@@ -164,6 +166,24 @@ class CallRejected(Event):
     level: ClassVar[int] = logging.DEBUG
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleEngaged(Event):
+    """A `Throttle` started rejecting calls locally, with ``reject_probability``."""
+
+    __module__ = "asyncres"
+
+    level: ClassVar[int] = logging.WARNING
+
+    reject_probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleReleased(Event):
+    """A `Throttle`'s reject probability returned to 0: every call passes again."""
+
+    __module__ = "asyncres"
 
 
 @dataclass(frozen=True, slots=True)

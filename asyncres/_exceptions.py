@@ -6,6 +6,7 @@ Exception
     ├── RejectedError               the call never ran (safe to try elsewhere)
     │   ├── CircuitOpenError        .retry_after: seconds until a probe is allowed
     │   ├── BulkheadFullError       .max_concurrent, .max_queued
+    │   ├── ThrottledError          .reject_probability
     │   └── (asyncres.db) PoolExhaustedError, PoolClosedError
     ├── (asyncres.db) ConnectTimeoutError, CommitOutcomeUnknownError
     └── TimeoutExceededError        also a builtin TimeoutError; .timeout
@@ -23,6 +24,7 @@ __all__ = [
     "CircuitOpenError",
     "RejectedError",
     "ResilienceError",
+    "ThrottledError",
     "TimeoutExceededError",
 ]
 
@@ -84,6 +86,29 @@ class BulkheadFullError(RejectedError):
         )
 
 
+class ThrottledError(RejectedError):
+    """A `Throttle` rejected the call locally: the dependency has been refusing work.
+
+    ``reject_probability`` is the probability with which the throttle was rejecting calls.
+    """
+
+    __module__ = "asyncres"
+
+    reason = "throttled"
+
+    def __init__(self, name: str | None = None, *, reject_probability: float) -> None:
+        self.name = name
+        self.reject_probability = reject_probability
+        label = f"throttle {name!r}" if name else "throttle"
+        super().__init__(
+            f"{label} rejected the call locally "
+            f"(rejecting {reject_probability:.0%} while the dependency refuses work)"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_throttled, (self.name, self.reject_probability))
+
+
 class TimeoutExceededError(ResilienceError, TimeoutError):
     """An asyncres deadline expired. Raised only by the scope whose own deadline fired.
 
@@ -114,3 +139,7 @@ def _rebuild_bulkhead_full(
     return BulkheadFullError(
         name, max_concurrent=max_concurrent, max_queued=max_queued, reason=reason
     )
+
+
+def _rebuild_throttled(name: str | None, reject_probability: float) -> ThrottledError:
+    return ThrottledError(name, reject_probability=reject_probability)

@@ -30,6 +30,8 @@ from ._events import Listener as Listener
 from ._events import RetryBudgetExhausted as RetryBudgetExhausted
 from ._events import RetryGaveUp as RetryGaveUp
 from ._events import RetryScheduled as RetryScheduled
+from ._events import ThrottleEngaged as ThrottleEngaged
+from ._events import ThrottleReleased as ThrottleReleased
 from ._events import TimeoutExpired as TimeoutExpired
 from ._events import get_listeners as get_listeners
 from ._events import log_event as log_event
@@ -47,6 +49,8 @@ __all__ = [
     "RetryBudgetExhausted",
     "RetryGaveUp",
     "RetryScheduled",
+    "ThrottleEngaged",
+    "ThrottleReleased",
     "TimeoutExpired",
     "get_listeners",
     "log_event",

@@ -82,6 +82,12 @@ async def asyncres_bulkhead_call(n: int) -> None:
         await call(ok)
 
 
+async def asyncres_throttle_call(n: int) -> None:
+    call = asyncres.Throttle().call
+    for _ in range(n):
+        await call(ok)
+
+
 async def asyncres_breaker_call(n: int) -> None:
     call = asyncres.CircuitBreaker().call
     for _ in range(n):
@@ -297,6 +303,7 @@ def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
         ("anyio task group (reference for Hedge)", anyio_task_group, both),
         ("asyncres Bulkhead `async with`", asyncres_bulkhead_with, both),
         ("asyncres Bulkhead.call", asyncres_bulkhead_call, both),
+        ("asyncres Throttle.call (success)", asyncres_throttle_call, both),
         ("asyncio.Semaphore `async with`", asyncio_semaphore, ("asyncio",)),
         ("anyio.CapacityLimiter `async with`", anyio_capacity_limiter, both),
     ]
@@ -389,6 +396,7 @@ RETRY_TARGETS = [
         0.75,
     ),
     ("5-layer Pipeline ÷ tenacity", "asyncres canonical 5-layer Pipeline.call", TENACITY, 0.5),
+    ("Throttle.call ÷ bare", "asyncres Throttle.call (success)", None, 5.0),
 ]
 
 

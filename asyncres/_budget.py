@@ -33,26 +33,44 @@ class RetryBudgetStatistics:
     available: float
     #: First attempts deposited during the last ``ttl`` seconds.
     deposits: int
-    #: Retries withdrawn during the last ``ttl`` seconds.
+    #: Retries withdrawn and not refunded during the last ``ttl`` seconds.
     withdrawals: int
     #: Retries refused since the budget was created.
     refused: int
+    #: The ratio in force right now (fixed, or the adaptive one).
+    ratio: float = 0.0
+    #: Share of the window's retries that succeeded (``None`` before the first retry).
+    retry_success_rate: float | None = None
+    #: Whether an overload signal was seen during the last ``ttl`` seconds.
+    overloaded: bool = False
 
 
 class RetryBudget:
-    """Retries allowed: ``max(min_per_second * ttl, ratio * requests) - retries``, per ``ttl``.
+    """Failed retries allowed per ``ttl``: ``max(min_per_second * ttl, ratio * requests)``.
 
-    The token bucket of Finagle's ``RetryBudget`` (defaults ``ttl=10 s``, ``ratio=0.2``,
-    ``min_per_second=10``): every first attempt deposits one token, every retry withdraws
-    ``1 / ratio``, and both expire after ``ttl`` seconds (a sliding window of 10 slices).
-    The reserve of ``min_per_second * ttl`` retries lets quiet clients retry at all.
-
-    One deliberate difference: Finagle *adds* the reserve to the deposits; we take the
-    larger of the two (Envoy's "20 % of requests, at least N"). A busy client therefore
-    never exceeds ``1 + ratio`` times its offered load, even during a total outage.
+    The token bucket of Finagle's ``RetryBudget``: every first attempt deposits one token,
+    every retry withdraws ``1 / ratio``, and both expire after ``ttl`` seconds (a sliding
+    window of 10 slices). The reserve of ``min_per_second * ttl`` retries lets quiet clients
+    retry at all. Finagle *adds* the reserve to the deposits; asyncres takes the larger of the
+    two (Envoy's "20 % of requests, at least N"), so a busy client never exceeds
+    ``1 + ratio`` times its offered load, even during a total outage.
 
     A retry that succeeds is refunded (`refund`): the budget bounds *failed* retries, the
     wasted work of an outage, and lets retries ride out brief, partial failures.
+
+    **Adaptive ratio (the default).** Without ``ratio``, the ratio follows what retries
+    achieve: ``min_ratio + (max_ratio - min_ratio) * s``, where ``s`` is the share of the
+    window's retries that succeeded — and ``min_ratio`` whenever the dependency showed an
+    overload signal during the window (`signal_overload`: `Retry` sends it for an error with
+    a ``retry_after`` hint, i.e. a 429/503 with ``Retry-After``, and for a `RejectedError`,
+    i.e. local shedding). Random failures with capacity to spare (retries succeed about as
+    often as first attempts) earn more retries; a total outage (no retry succeeds) or an
+    overload shrinks the ratio to ``min_ratio``. The bound: in a total outage no retry is
+    ever refunded, so failed retries stay below ``max(min_per_second * ttl, min_ratio *
+    requests)`` per ``ttl`` — at most ``1 + max(min_ratio, min_per_second / rate)`` times the
+    offered load: at most 1.2 times at every rate from 10 requests a second up with the defaults.
+
+    With ``ratio`` given the budget is Finagle's fixed one.
 
     Share one budget between every `Retry` that calls the same dependency. It is not
     thread-safe: use it from one event loop (as anyio primitives are).
@@ -62,10 +80,18 @@ class RetryBudget:
         "_clock",
         "_deposit_total",
         "_deposits",
+        "_max_ratio",
         "_min_per_second",
+        "_min_ratio",
+        "_overload_total",
+        "_overloads",
         "_pending",
         "_ratio",
+        "_refund_total",
+        "_refunds",
         "_refused",
+        "_retries",
+        "_retry_total",
         "_slice",
         "_slice_seconds",
         "_ttl",
@@ -75,19 +101,35 @@ class RetryBudget:
 
     __module__ = "asyncres"
 
-    ratio: Setting[float] = Setting()
+    ratio: Setting[float | None] = Setting()
+    min_ratio: Setting[float] = Setting()
+    max_ratio: Setting[float] = Setting()
     min_per_second: Setting[float] = Setting()
     ttl: Setting[float] = Setting()
 
     def __init__(
         self,
         *,
-        ratio: float = 0.2,
-        min_per_second: float = 10.0,
+        ratio: float | None = None,
+        min_ratio: float = 0.1,
+        max_ratio: float = 1.0,
+        min_per_second: float = 2.0,
         ttl: float = 10.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self._ratio = _validation.ratio("ratio", ratio)
+        if ratio is not None:
+            ratio = _validation.ratio("ratio", ratio)
+            min_ratio = max_ratio = ratio
+        else:
+            min_ratio = _validation.ratio("min_ratio", min_ratio)
+            max_ratio = _validation.ratio("max_ratio", max_ratio)
+            if min_ratio > max_ratio:
+                raise ValueError(
+                    f"`min_ratio` must be <= `max_ratio`, got {min_ratio!r} > {max_ratio!r}"
+                )
+        self._ratio = ratio
+        self._min_ratio = min_ratio
+        self._max_ratio = max_ratio
         self._min_per_second = _validation.non_negative("min_per_second", min_per_second)
         if math.isinf(self._min_per_second):
             raise ValueError("`min_per_second` must be finite, got inf")
@@ -96,17 +138,24 @@ class RetryBudget:
         self._slice_seconds = self._ttl / _SLICES
         self._deposits = [0] * _SLICES
         self._withdrawals = [0] * _SLICES
+        self._retries = [0] * _SLICES
+        self._refunds = [0] * _SLICES
+        self._overloads = [0] * _SLICES
         self._deposit_total = 0
         self._withdraw_total = 0
+        self._retry_total = 0
+        self._refund_total = 0
+        self._overload_total = 0
         self._slice: int | None = None
         self._pending = 0
         self._refused = 0
 
     def __repr__(self) -> str:
-        return (
-            f"RetryBudget(ratio={self._ratio!r}, min_per_second={self._min_per_second!r}, "
-            f"ttl={self._ttl!r})"
-        )
+        if self._ratio is not None:
+            ratio = f"ratio={self._ratio!r}"
+        else:
+            ratio = f"min_ratio={self._min_ratio!r}, max_ratio={self._max_ratio!r}"
+        return f"RetryBudget({ratio}, min_per_second={self._min_per_second!r}, ttl={self._ttl!r})"
 
     def deposit(self) -> None:
         """Record one first attempt (a request). Cheap: no clock read on most calls."""
@@ -117,8 +166,11 @@ class RetryBudget:
     def try_withdraw(self) -> bool:
         """Take one retry from the budget; ``False`` (and nothing taken) when it is empty."""
         if self._available() >= 1.0:
-            self._withdrawals[self._slice % _SLICES] += 1  # type: ignore[operator]
+            index = self._slice % _SLICES  # type: ignore[operator]
+            self._withdrawals[index] += 1
             self._withdraw_total += 1
+            self._retries[index] += 1
+            self._retry_total += 1
             return True
         self._refused += 1
         return False
@@ -129,44 +181,84 @@ class RetryBudget:
         `Retry` calls this when an attempt after the first succeeds, so that the budget
         bounds the retries that *fail* (the wasted work an outage causes), while retries
         that ride out a brief blip cost nothing (gRPC's throttling credits successes too).
+        Refunds are also what raises the adaptive ratio.
         """
         if self._withdraw_total <= 0:
             return  # the withdrawal has already left the window
         self._advance()
-        self._withdrawals[self._slice % _SLICES] -= 1  # type: ignore[operator]
+        index = self._slice % _SLICES  # type: ignore[operator]
+        self._withdrawals[index] -= 1
         self._withdraw_total -= 1
+        self._refunds[index] += 1
+        self._refund_total += 1
+
+    def signal_overload(self) -> None:
+        """Record that the dependency shows overload: the adaptive ratio drops to ``min_ratio``
+        until the signal leaves the window (``ttl`` seconds).
+
+        `Retry` calls it for an error carrying a ``retry_after`` hint (a 429 or a 503 with
+        ``Retry-After``, an open circuit) and for a `RejectedError` (local load shedding).
+        """
+        self._advance()
+        self._overloads[self._slice % _SLICES] += 1  # type: ignore[operator]
+        self._overload_total += 1
 
     def statistics(self) -> RetryBudgetStatistics:
         """Counts over the current window (reads the clock)."""
         available = self._available()
+        retries = self._retry_total
         return RetryBudgetStatistics(
             available=available,
             deposits=self._deposit_total,
             withdrawals=self._withdraw_total,
             refused=self._refused,
+            ratio=self._current_ratio(),
+            retry_success_rate=self._refund_total / retries if retries else None,
+            overloaded=self._overload_total > 0,
         )
+
+    def _current_ratio(self) -> float:
+        low = self._min_ratio
+        if self._max_ratio == low or self._overload_total or not self._retry_total:
+            return low
+        share = min(1.0, self._refund_total / self._retry_total)
+        return low + (self._max_ratio - low) * share
 
     def _available(self) -> float:
         self._advance()
-        allowance = max(self._min_per_second * self._ttl, self._ratio * self._deposit_total)
+        allowance = max(
+            self._min_per_second * self._ttl, self._current_ratio() * self._deposit_total
+        )
         return allowance - self._withdraw_total
 
     def _advance(self) -> None:
         """Expire slices older than ``ttl`` and fold pending deposits into the current one."""
         now_slice = int(self._clock() // self._slice_seconds)
         current = self._slice
+        counters = (
+            self._deposits,
+            self._withdrawals,
+            self._retries,
+            self._refunds,
+            self._overloads,
+        )
         if current is None or now_slice < current or now_slice - current >= _SLICES:
             # First use, a clock that went backwards (a new event loop), or a long pause.
-            self._deposits = [0] * _SLICES
-            self._withdrawals = [0] * _SLICES
+            for counts in counters:
+                counts[:] = [0] * _SLICES
             self._deposit_total = self._withdraw_total = 0
-        else:
-            deposits, withdrawals = self._deposits, self._withdrawals
+            self._retry_total = self._refund_total = self._overload_total = 0
+        elif now_slice != current:
+            deposits, withdrawals, retries, refunds, overloads = counters
             for expired in range(current + 1, now_slice + 1):
                 index = expired % _SLICES
                 self._deposit_total -= deposits[index]
                 self._withdraw_total -= withdrawals[index]
-                deposits[index] = withdrawals[index] = 0
+                self._retry_total -= retries[index]
+                self._refund_total -= refunds[index]
+                self._overload_total -= overloads[index]
+                deposits[index] = withdrawals[index] = retries[index] = 0
+                refunds[index] = overloads[index] = 0
         self._slice = now_slice
         if self._pending:
             self._deposits[now_slice % _SLICES] += self._pending

@@ -23,6 +23,7 @@ from ._events import (
     RetryScheduled,
     emit,
 )
+from ._exceptions import RejectedError
 from ._matching import ErrorFilter, matcher
 from ._policy import PolicyFaces
 from ._setting import Setting
@@ -265,6 +266,10 @@ class _RetryState:
         retry = self.retry
         if error is not None and not retry._match(error):
             return None  # not ours to retry: propagate untouched
+        hint = getattr(error, "retry_after", None)
+        budget = retry._budget
+        if budget is not None and (hint is not None or isinstance(error, RejectedError)):
+            budget.signal_overload()  # the dependency asks for room: retry at the floor
         attempt = self.attempt
         max_attempts = retry._max_attempts
         testing = _testing_state.attempts_cap
@@ -276,7 +281,6 @@ class _RetryState:
         if self._delays is None:
             self._delays = retry._backoff.delays(retry._rng)
         wait = next(self._delays)
-        hint = getattr(error, "retry_after", None)
         if isinstance(hint, int | float) and hint > wait:
             wait = float(hint)
         if testing is not None:
@@ -288,7 +292,6 @@ class _RetryState:
         if left is not None and wait >= left:
             self._give_up(error, "deadline", RetryGaveUp)
             return None
-        budget = retry._budget
         if budget is not None and not budget.try_withdraw():
             self._give_up(error, "budget", RetryBudgetExhausted)
             return None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import asyncres
@@ -101,7 +103,13 @@ def test_statistics_snapshot() -> None:
     assert budget.try_withdraw()
     assert not budget.try_withdraw()
     assert budget.statistics() == asyncres.RetryBudgetStatistics(
-        available=0.0, deposits=4, withdrawals=2, refused=1
+        available=0.0,
+        deposits=4,
+        withdrawals=2,
+        refused=1,
+        ratio=0.5,
+        retry_success_rate=0.0,
+        overloaded=False,
     )
 
 
@@ -115,6 +123,10 @@ def test_statistics_snapshot() -> None:
         ({"min_per_second": math.inf}, "min_per_second"),
         ({"ttl": 0}, "ttl"),
         ({"ttl": math.inf}, "ttl"),
+        ({"min_ratio": math.nan}, "min_ratio"),
+        ({"min_ratio": -0.1}, "min_ratio"),
+        ({"max_ratio": 1.5}, "max_ratio"),
+        ({"min_ratio": 0.5, "max_ratio": 0.2}, "min_ratio"),
     ],
 )
 def test_bad_configuration_names_the_parameter(kwargs: dict[str, float], parameter: str) -> None:
@@ -220,3 +232,135 @@ def test_configuration_is_read_only_after_construction(attribute: str) -> None:
         setattr(budget, attribute, 100.0)
     assert getattr(budget, attribute) == before
     assert drain(budget) == 10  # the reserve still comes from the construction values
+
+
+class Overloaded(ConnectionError):
+    """A refusal that asks the client to come back later (a 503 with ``Retry-After``)."""
+
+    retry_after = 0.0
+
+
+async def _brownout(
+    retry: asyncres.Retry, *, rate: float, seconds: float, error: type[Exception], seed: int
+) -> tuple[float, float]:
+    """Offer ``rate`` calls/s to a dependency failing half the attempts at random.
+
+    Returns (share of calls that succeeded, attempts per call).
+    """
+    rng = random.Random(seed)
+    attempts = succeeded = 0
+
+    async def dependency() -> str:
+        nonlocal attempts
+        attempts += 1
+        await anyio.lowlevel.checkpoint()
+        if rng.random() < 0.5:
+            raise error("brownout")
+        return "ok"
+
+    async def one_call() -> None:
+        nonlocal succeeded
+        try:
+            await retry.call(dependency)
+        except ConnectionError:
+            return
+        succeeded += 1
+
+    calls = round(rate * seconds)
+    async with anyio.create_task_group() as tg:
+        for _ in range(calls):
+            tg.start_soon(one_call)
+            await anyio.sleep(1 / rate)
+    return succeeded / calls, attempts / calls
+
+
+def _retry(budget: asyncres.RetryBudget | None = None) -> asyncres.Retry:
+    return asyncres.Retry(
+        on=ConnectionError,
+        max_attempts=3,
+        backoff=asyncres.backoff.Constant(0.05),
+        budget=budget if budget is not None else asyncres.RetryBudget(),
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rate", [10, 25, 50, 100, 200])
+async def test_adaptive_budget_bounds_a_total_outage_at_every_rate(rate: int) -> None:
+    """No retry ever succeeds in an outage: <= 1.25 x the offered load from 10 to 200 calls/s."""
+    calls = rate * 30
+    attempts = await _outage(_retry(), calls, 30.0)
+    assert attempts / calls <= 1.25, attempts / calls
+
+
+@pytest.mark.anyio
+async def test_adaptive_budget_earns_retries_that_succeed() -> None:
+    """Random 50 % failures with capacity to spare: >= 85 % success at <= 1.8 x attempts."""
+    budget = asyncres.RetryBudget()
+    success, amplification = await _brownout(
+        _retry(budget), rate=100, seconds=30, error=ConnectionError, seed=1
+    )
+    assert success >= 0.85, success
+    assert amplification <= 1.8, amplification
+    stats = budget.statistics()
+    assert stats.retry_success_rate == pytest.approx(0.5, abs=0.1)
+    assert stats.ratio > 0.4
+    assert not stats.overloaded
+    # The same traffic under a fixed 10 % budget: the adaptation is what pays.
+    fixed, _ = await _brownout(
+        _retry(asyncres.RetryBudget(ratio=0.1)),
+        rate=100,
+        seconds=30,
+        error=ConnectionError,
+        seed=1,
+    )
+    assert fixed < success - 0.1, (fixed, success)
+
+
+@pytest.mark.anyio
+async def test_overload_signals_hold_the_ratio_at_the_floor() -> None:
+    """Refusals carrying ``retry_after`` are overload: the ratio stays at ``min_ratio``."""
+    budget = asyncres.RetryBudget()
+    _, amplification = await _brownout(
+        _retry(budget), rate=100, seconds=30, error=Overloaded, seed=1
+    )
+    stats = budget.statistics()
+    assert stats.overloaded
+    assert stats.ratio == 0.1
+    assert amplification <= 1.25, amplification
+
+
+def test_a_given_ratio_is_fixed() -> None:
+    """``RetryBudget(ratio=r)`` is Finagle's fixed budget, whatever retries achieve."""
+    clock = FakeClock()
+    budget = asyncres.RetryBudget(ratio=0.2, min_per_second=0.0, clock=clock)
+    for _ in range(100):
+        budget.deposit()
+    for _ in range(10):
+        assert budget.try_withdraw()
+        budget.refund()
+    assert budget.statistics().ratio == 0.2
+    assert budget.statistics().retry_success_rate == 1.0
+    assert drain(budget) == 20
+    assert budget.ratio == budget.min_ratio == budget.max_ratio == 0.2
+
+
+def test_adaptive_ratio_follows_the_retry_success_rate_and_overload() -> None:
+    """``min_ratio + (max_ratio - min_ratio) * success share``, the floor under overload."""
+    clock = FakeClock()
+    budget = asyncres.RetryBudget(min_ratio=0.1, max_ratio=0.9, min_per_second=0.0, clock=clock)
+    assert budget.ratio is None
+    for _ in range(1000):
+        budget.deposit()
+    assert budget.statistics().ratio == 0.1  # no retry yet: the floor
+    for n in range(40):
+        assert budget.try_withdraw()
+        if n % 4 == 0:
+            budget.refund()  # a quarter of the retries succeed
+    assert budget.statistics().ratio == pytest.approx(0.1 + 0.8 * 0.25)
+    budget.signal_overload()
+    assert budget.statistics().ratio == 0.1
+    assert budget.statistics().overloaded
+    clock.now = 10.0  # the signal and the retries leave the window
+    assert budget.statistics().ratio == 0.1
+    assert not budget.statistics().overloaded
+    assert budget.statistics().retry_success_rate is None

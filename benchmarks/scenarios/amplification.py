@@ -126,7 +126,7 @@ def run_outage(*, smoke: bool = False, seed: int = 2, workers: int = 1) -> Scena
         [
             "offered load",
             "attempts per request",
-            f"budget's bound: 1 + min({ATTEMPTS - 1}, max({budget.ratio:g}, "
+            f"budget's bound: 1 + min({ATTEMPTS - 1}, max({budget.min_ratio:g}, "
             f"{budget.min_per_second:g} / rate))",
         ],
         [
@@ -203,9 +203,14 @@ def times(value: float) -> str:
     return f"{value:.2f} ×" if value >= 0.1 or value == 0 else f"{value:.3f} ×"
 
 
-def _failed_allowed(budget: asyncres.RetryBudget, rate: float) -> float:
-    """Failed retries per request the budget allows at ``rate`` requests/s."""
-    return max(budget.ratio, budget.min_per_second / rate)
+def _failed_allowed(budget: asyncres.RetryBudget, rate: float, retry_success: float = 0.0) -> float:
+    """Failed retries per request the budget allows at ``rate`` requests/s.
+
+    ``retry_success`` is the share of retries that succeed (0 in an outage): the adaptive
+    ratio rises with it from ``min_ratio`` toward ``max_ratio``.
+    """
+    low, high = budget.min_ratio, budget.max_ratio
+    return max(low + (high - low) * retry_success, budget.min_per_second / rate)
 
 
 def _outage_bound(budget: asyncres.RetryBudget, rate: float) -> float:
@@ -276,7 +281,7 @@ def _outage_reading(
     lines = [
         f"**asyncres `Retry` defaults: {ours.amplification:.2f} attempts per request** "
         f"(target ≤ {TARGET}: {'met' if met else '**not met**'}). The shared retry budget lets "
-        f"failed retries reach {pct(budget.ratio, 0)} of recent requests (at least "
+        f"failed retries reach {pct(budget.min_ratio, 0)} of recent requests (at least "
         f"{budget.min_per_second:g}/s), so at {rate:.0f} requests/s it bounds the load on the "
         f"dependency to {times(bound)} the offered load; the per-request limit alone would "
         f"allow {ATTEMPTS} ×.",
@@ -429,9 +434,9 @@ def compare(ours: Outcome, theirs: Outcome) -> str:
 
 def _brownout_reading(results: dict[float, dict[str, Outcome]], rate: float) -> list[str]:
     budget = asyncres.RetryBudget()
-    allowed = _failed_allowed(budget, rate)
     lines = []
     for p, main in results.items():
+        allowed = _failed_allowed(budget, rate, retry_success=1 - p)
         ours = main[ASYNCRES_DEFAULTS]
         best = best_peer(main)
         if best is None:

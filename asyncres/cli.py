@@ -2,7 +2,7 @@
 
 ::
 
-    asyncres drill [--quick] [--seed N] [--scenario FILE.toml] [--output DIR]
+    asyncres drill [--quick] [--seed N] [--schedule FILE.toml] [--output DIR]
     asyncres proxy --upstream 127.0.0.1:5432 --listen 127.0.0.1:15432 --toxic latency=200ms
 
 Each subcommand is a function ``add_<name>(subparsers)`` that registers its parser and
@@ -62,7 +62,17 @@ def add_drill(subparsers: Any) -> None:
     parser.add_argument(
         "--rate", type=float, default=40.0, help="requests per second per client (default 40)"
     )
-    parser.add_argument("--scenario", metavar="FILE", help="a TOML file of [[phase]] tables")
+    parser.add_argument(
+        "--schedule",
+        metavar="FILE",
+        help="a chaos.Schedule TOML file of [[phases]] tables (default: the built-in schedule)",
+    )
+    parser.add_argument(
+        "--scenario",
+        dest="scenario",
+        metavar="FILE",
+        help="deprecated spelling of --schedule (until asyncres 0.3)",
+    )
     parser.add_argument(
         "--output", default="drill-output", metavar="DIR", help="results folder (drill-output)"
     )
@@ -82,7 +92,22 @@ def _run_drill(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         )
     if args.rate <= 0:
         parser.error("--rate must be > 0")
+    _deprecated_scenario_option(parser, args)
     return run(args)
+
+
+def _deprecated_scenario_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--scenario FILE`` still works as ``--schedule FILE``, with a warning."""
+    if args.scenario is None:
+        return
+    if args.schedule is not None:
+        parser.error("--scenario is the deprecated spelling of --schedule: give only --schedule")
+    print(
+        "asyncres drill: --scenario is deprecated and will be removed in asyncres 0.3; "
+        "use --schedule FILE",
+        file=sys.stderr,
+    )
+    args.schedule = args.scenario
 
 
 def add_proxy(subparsers: Any) -> None:

@@ -1,4 +1,4 @@
-"""The `asyncres` command line: the proxy subcommand, run as a real process."""
+"""The `asyncres` command line: the proxy subcommand as a real process, the drill's options."""
 
 from __future__ import annotations
 
@@ -94,6 +94,7 @@ def test_proxy_command_can_start_down() -> None:
         (["proxy", "--upstream", "127.0.0.1:1", "--toxic", "jam"], "toxic type must be one of"),
         (["proxy", "--upstream", "127.0.0.1:1", "--toxic", "latency=soon"], "latency must be"),
         (["proxy"], "the following arguments are required: --upstream"),
+        (["drill", "--schedule", "a.toml", "--scenario", "b.toml"], "give only --schedule"),
         ([], "the following arguments are required: COMMAND"),
     ],
 )
@@ -133,3 +134,31 @@ def test_listen_address_in_use_is_reported() -> None:
         )
     assert result.returncode == 1
     assert "Address already in use" in result.stderr
+
+
+def test_drill_help_offers_schedule_and_marks_scenario_deprecated(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`drill --help` documents --schedule FILE and calls --scenario its deprecated spelling."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(["drill", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--schedule FILE a chaos.Schedule TOML file of [[phases]] tables" in text
+    assert "--scenario FILE deprecated spelling of --schedule" in text
+
+
+def test_deprecated_scenario_option_becomes_schedule(capsys: pytest.CaptureFixture[str]) -> None:
+    """--scenario FILE is read as --schedule FILE, with a warning on stderr."""
+    parser = cli.build_parser()
+    args = parser.parse_args(["drill", "--scenario", "old.toml"])
+    assert (args.schedule, args.scenario) == (None, "old.toml")
+    cli._deprecated_scenario_option(parser, args)
+    assert args.schedule == "old.toml"
+    assert "--scenario is deprecated and will be removed in asyncres 0.3; use --schedule FILE" in (
+        capsys.readouterr().err
+    )
+    plain = parser.parse_args(["drill", "--schedule", "new.toml"])
+    cli._deprecated_scenario_option(parser, plain)
+    assert plain.schedule == "new.toml"
+    assert capsys.readouterr().err == ""

@@ -3,31 +3,69 @@
 Starts a small real HTTP service backed by SQLite (through `asyncres.db`) on loopback, puts
 a `asyncres.chaos.FaultProxy` in front of it, and drives the same open-loop traffic through
 two clients side by side — a naive one (httpx + the usual tenacity retry) and one protected
-by `asyncres.httpx.ResilientTransport` — while a fault schedule runs: steady, latency spike,
-error burst with Retry-After, hard outage, slow database, recovery. It shows live numbers,
-then writes a JSON report and a chart, and says whether the protected client won.
+by `asyncres.httpx.ResilientTransport` — while a `chaos.Schedule` of faults runs: steady,
+latency spike, error burst with Retry-After, hard outage, slow database, recovery. It shows
+live numbers, then writes a JSON report and a chart, and says whether the protected client won.
+
+The schedule's faults are the drill's kinds — `Latency`, `ErrorBurst`, `Outage`,
+`SlowDatabase` — applied identically to both clients' backends; `load_schedule` reads them
+from a `chaos.Schedule` TOML file (``[[phases]]`` tables).
 
 Needs the ``drill`` extra: ``pip install 'asyncres[drill]'``.
 """
 
+import typing
+import warnings
+
+from ._faults import DrillFault as DrillFault
+from ._faults import ErrorBurst as ErrorBurst
+from ._faults import Latency as Latency
+from ._faults import Outage as Outage
+from ._faults import SlowDatabase as SlowDatabase
 from ._metrics import Recorder as Recorder
-from ._run import DrillConfig as DrillConfig
+from ._run import DrillOptions as DrillOptions
 from ._run import run_drill as run_drill
-from ._scenario import Faults as Faults
-from ._scenario import PhaseSpec as PhaseSpec
-from ._scenario import Scenario as Scenario
-from ._scenario import default_scenario as default_scenario
-from ._scenario import load_scenario as load_scenario
-from ._scenario import scenario_from_dict as scenario_from_dict
+from ._schedule import default_schedule as default_schedule
+from ._schedule import load_schedule as load_schedule
+from ._schedule import schedule_from_dict as schedule_from_dict
 
 __all__ = [
-    "DrillConfig",
-    "Faults",
-    "PhaseSpec",
+    "DrillFault",
+    "DrillOptions",
+    "ErrorBurst",
+    "Latency",
+    "Outage",
     "Recorder",
-    "Scenario",
-    "default_scenario",
-    "load_scenario",
+    "SlowDatabase",
+    "default_schedule",
+    "load_schedule",
     "run_drill",
-    "scenario_from_dict",
+    "schedule_from_dict",
 ]
+
+#: Deprecated names (until asyncres 0.3): name -> (attribute of ._legacy, what to use instead).
+_DEPRECATED = {
+    "DrillConfig": ("drill_config", "DrillOptions(schedule, ...)"),
+    "Faults": ("Faults", "the fault kinds Latency, ErrorBurst, Outage, SlowDatabase"),
+    "PhaseSpec": ("PhaseSpec", "asyncres.chaos.Phase"),
+    "Scenario": ("Scenario", "asyncres.chaos.Schedule"),
+    "default_scenario": ("legacy_default_scenario", "default_schedule()"),
+    "load_scenario": ("legacy_load_scenario", "load_schedule(path)"),
+    "scenario_from_dict": ("legacy_scenario_from_dict", "schedule_from_dict(data)"),
+}
+
+if not typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        if name in _DEPRECATED:
+            attribute, instead = _DEPRECATED[name]
+            warnings.warn(
+                f"asyncres.drill.{name} is deprecated and will be removed in asyncres 0.3: "
+                f"use {instead}; the drill runs on asyncres.chaos.Schedule",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            from . import _legacy
+
+            return getattr(_legacy, attribute)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 __all__ = ["run"]
 
+EXIT_USAGE = 2
 EXIT_PROTECTED_LOST = 3
 
 
@@ -16,19 +19,25 @@ def run(args: argparse.Namespace) -> int:
     import anyio
     from rich.console import Console
 
-    from . import DrillConfig, default_scenario, load_scenario, run_drill
+    from . import DrillOptions, run_drill
     from ._live import LiveView
     from ._report import summary_table, write_chart, write_json
 
-    scenario = load_scenario(args.scenario) if args.scenario else default_scenario(quick=args.quick)
-    config = DrillConfig(scenario, rate=args.rate, seed=args.seed, grace=2.0 if args.quick else 8.0)
+    try:
+        schedule = _schedule(args)
+        options = DrillOptions(
+            schedule, rate=args.rate, seed=args.seed, grace=2.0 if args.quick else 8.0
+        )
+    except (OSError, ValueError) as exc:
+        print(f"asyncres drill: {args.schedule}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     console = Console()
     live = not args.no_live and console.is_terminal
     if not console.is_terminal:
         console = Console(width=140)  # logs and CI: do not squeeze the tables to 80 columns
     console.print(
-        f"[bold]asyncres drill[/bold]: {len(scenario.phases)} phases, "
-        f"{scenario.duration:g} s, {args.rate:g} requests/s per client, seed {args.seed}"
+        f"[bold]asyncres drill[/bold]: {len(schedule.phases)} phases, "
+        f"{schedule.duration:g} s, {args.rate:g} requests/s per client, seed {args.seed}"
     )
     last_phase: list[str] = [""]
 
@@ -40,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if live:
         with LiveView(console) as view:
-            report = anyio.run(_run, run_drill, config, view, backend=args.backend)
+            report = anyio.run(_run, run_drill, options, view, backend=args.backend)
     else:
-        report = anyio.run(_run, run_drill, config, log_phase, backend=args.backend)
+        report = anyio.run(_run, run_drill, options, log_phase, backend=args.backend)
     report["wall_seconds"] = round(time.monotonic() - started, 2)
 
     folder = Path(args.output)
@@ -60,5 +69,19 @@ def run(args: argparse.Namespace) -> int:
     return 0 if verdict["protected_wins"] else EXIT_PROTECTED_LOST
 
 
-async def _run(run_drill: Any, config: Any, on_tick: Any) -> Any:
-    return await run_drill(config, on_tick=on_tick)
+def _schedule(args: argparse.Namespace) -> Any:
+    """The schedule to run; a deprecated file format is read, with how to convert it."""
+    from . import default_schedule, load_schedule
+
+    if not args.schedule:
+        return default_schedule(quick=args.quick)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        schedule = load_schedule(args.schedule)
+    for warning in caught:
+        print(f"asyncres drill: {args.schedule}: {warning.message}", file=sys.stderr)
+    return schedule
+
+
+async def _run(run_drill: Any, options: Any, on_tick: Any) -> Any:
+    return await run_drill(options, on_tick=on_tick)

@@ -7,7 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._scenario import Scenario
+from ..chaos import Phase, Schedule
+from ._faults import ErrorBurst, Outage, describe_faults
 from ._service import TICKS
 
 __all__ = ["Outcome", "Recorder", "summarize"]
@@ -67,7 +68,7 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def summarize(
-    scenario: Scenario,
+    schedule: Schedule,
     recorders: dict[str, Recorder],
     sent: dict[str, Counter[int]],
     reached: dict[str, Counter[int]],
@@ -75,21 +76,21 @@ def summarize(
     recovery_time: float,
 ) -> dict[str, Any]:
     """Per phase and per second, for each client; then the verdict."""
-    duration = scenario.duration
+    duration = schedule.duration
     # Half-second points for short drills, seconds for long ones.
     step = 0.5 if duration <= 20 else 1.0
     points = math.ceil(duration / step)
     clients: dict[str, Any] = {}
     for name, recorder in recorders.items():
         phases = {}
-        for phase, start, end in scenario.boundaries():
+        for start, end, phase in schedule.timeline:
             in_phase = [s for s in recorder.samples if start <= s[0] < end]
             phases[phase.name] = _stats(
                 in_phase,
                 window(sent[name], start, end),
                 window(reached[name], start, end),
                 window(abandoned[name], start, end),
-            ) | {"start": start, "end": end, "faults": phase.faults.describe()}
+            ) | {"start": start, "end": end, "faults": describe_faults(phase.faults)}
         timeline = []
         for index in range(points):
             lo, hi = index * step, (index + 1) * step
@@ -119,7 +120,7 @@ def summarize(
             "totals": totals | {"max_in_flight": recorder.max_in_flight},
             "breaker": [{"t": round(t, 3), "state": state} for t, state in recorder.breaker],
         }
-    return {"clients": clients, "verdict": verdict(scenario, recorders, clients, recovery_time)}
+    return {"clients": clients, "verdict": verdict(schedule, recorders, clients, recovery_time)}
 
 
 def window(counter: Counter[int], start: float, end: float) -> int:
@@ -129,7 +130,7 @@ def window(counter: Counter[int], start: float, end: float) -> int:
 
 
 def verdict(
-    scenario: Scenario,
+    schedule: Schedule,
     recorders: dict[str, Recorder],
     clients: dict[str, Any],
     recovery_time: float,
@@ -137,9 +138,10 @@ def verdict(
     """Did the protected client win where the issue says it must?"""
     checks: dict[str, Any] = {}
     naive, protected = clients["naive"]["phases"], clients["protected"]["phases"]
-    outage = next((p for p, s, e in scenario.boundaries() if p.faults.outage), None)
-    burst = next((p for p, s, e in scenario.boundaries() if p.faults.error_period), None)
-    if outage is not None:
+    outage_phase = _first_with(schedule, Outage)
+    burst = _first_with(schedule, ErrorBurst)
+    if outage_phase is not None:
+        _, end, outage = outage_phase
         ours = protected[outage.name]
         amplification = ours["amplification"] or 0.0
         p50 = (ours["p50_ms"] or 0.0) / 1000.0
@@ -154,7 +156,6 @@ def verdict(
                 f"p50 {naive[outage.name]['p50_ms']} ms, p99 {naive[outage.name]['p99_ms']} ms"
             ),
         }
-        end = next(e for p, s, e in scenario.boundaries() if p is outage)
         first_ok = min(
             (s[0] + s[1] for s in recorders["protected"].samples if s[2] == OK and s[0] >= end),
             default=None,
@@ -172,7 +173,7 @@ def verdict(
             "seconds": None if waited is None else round(waited, 3),
         }
     if burst is not None:
-        ours, theirs = protected[burst.name], naive[burst.name]
+        ours, theirs = protected[burst[2].name], naive[burst[2].name]
         checks["error_burst_success"] = {
             "passed": (ours["success_rate"] or 0.0) > (theirs["success_rate"] or 0.0),
             "detail": (
@@ -181,3 +182,11 @@ def verdict(
             ),
         }
     return {"protected_wins": all(c["passed"] for c in checks.values()), "checks": checks}
+
+
+def _first_with(schedule: Schedule, kind: type) -> tuple[float, float, Phase] | None:
+    """``(start, end, phase)`` of the first phase holding a fault of type ``kind``."""
+    return next(
+        (entry for entry in schedule.timeline if any(isinstance(f, kind) for f in entry[2].faults)),
+        None,
+    )

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -18,23 +19,41 @@ import httpx
 import asyncres
 from asyncres import chaos
 
+from .. import _validation
 from ._clients import Get, naive_client, protected_client
+from ._faults import DrillFault, ErrorBurst, Latency, Outage, SlowDatabase, describe_faults
 from ._metrics import FAILED, OK, REJECTED, UNFINISHED, Recorder, summarize, window
-from ._scenario import Faults, Scenario
-from ._service import CLIENTS, serve
+from ._schedule import check_schedule
+from ._service import CLIENTS, ServiceFaults, serve
 
-__all__ = ["DrillConfig", "run_drill"]
+__all__ = ["DrillOptions", "run_drill"]
 
 #: The recovery time of the standard policy's breaker (asyncres.httpx defaults).
 BREAKER_RECOVERY = 5.0
 
 
-@dataclass(frozen=True)
-class DrillConfig:
-    scenario: Scenario
+@dataclass(frozen=True, slots=True)
+class DrillOptions:
+    """How to run a drill: the `chaos.Schedule` of faults and the traffic.
+
+    ``schedule`` holds only the drill's fault kinds (`Latency`, `ErrorBurst`, `Outage`,
+    `SlowDatabase`), each phase at most one of each kind, every phase finite and named
+    uniquely; ``rate`` requests per second per client; ``grace`` seconds for requests
+    still in flight after the last phase. Read-only (a frozen dataclass).
+    """
+
+    schedule: chaos.Schedule
     rate: float = 40.0
     seed: int = 1
     grace: float = 8.0
+
+    __module__ = "asyncres.drill"
+
+    def __post_init__(self) -> None:
+        check_schedule(self.schedule)
+        _validation.finite_positive("rate", self.rate)
+        _validation.count("seed", self.seed, minimum=-(2**63))
+        _validation.non_negative("grace", self.grace)
 
 
 class _ServiceProcess:
@@ -70,7 +89,7 @@ class _Admin:
     def __init__(self, port: int) -> None:
         self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
 
-    async def faults(self, faults: Faults, started: float | None = None) -> None:
+    async def faults(self, faults: ServiceFaults, started: float | None = None) -> None:
         body: dict[str, Any] = {"faults": asdict(faults)}
         if started is not None:
             body["started"] = started
@@ -88,34 +107,37 @@ class _Admin:
 
 
 async def run_drill(
-    config: DrillConfig,
+    options: DrillOptions,
     *,
     on_tick: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the drill and return its report (a JSON-ready dict)."""
+    if not isinstance(options, DrillOptions):
+        raise ValueError(f"`options` must be DrillOptions, got {options!r}")
     with (
         tempfile.TemporaryDirectory(prefix="asyncres-drill-") as folder,
-        _ServiceProcess(folder, config.seed) as service,
+        _ServiceProcess(folder, options.seed) as service,
     ):
         upstream = ("127.0.0.1", service.port)
         admin = _Admin(service.port)
         async with (
             admin.client,
-            chaos.FaultProxy(upstream=upstream, seed=config.seed, name="naive") as p1,
-            chaos.FaultProxy(upstream=upstream, seed=config.seed, name="protected") as p2,
+            chaos.FaultProxy(upstream=upstream, seed=options.seed, name="naive") as p1,
+            chaos.FaultProxy(upstream=upstream, seed=options.seed, name="protected") as p2,
         ):
-            return await _drive(config, admin, {"naive": p1, "protected": p2}, on_tick)
+            return await _drive(options, admin, {"naive": p1, "protected": p2}, on_tick)
 
 
 async def _drive(
-    config: DrillConfig,
+    options: DrillOptions,
     admin: _Admin,
     proxies: dict[str, Any],
     on_tick: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
-    scenario = config.scenario
+    schedule = options.schedule
     started = time.monotonic()
-    await admin.faults(Faults(), started)
+    schedule.start()  # in step with ``started``: the schedule counts on the loop's clock
+    await admin.faults(ServiceFaults(), started)
     recorders = {name: Recorder(name) for name in CLIENTS}
     makers = {"naive": naive_client, "protected": protected_client}
     clients: dict[str, tuple[Any, Get]] = {}
@@ -126,28 +148,27 @@ async def _drive(
         counters[name] = counter
     watcher = _BreakerWatcher(recorders["protected"], started, proxies["protected"].port)
     previous = asyncres.set_listeners(*asyncres.get_listeners(), watcher)
-    phase_name = [scenario.phases[0].name]
     try:
         async with contextlib.AsyncExitStack() as stack:
             for client, _ in clients.values():
                 await stack.enter_async_context(client)
+            board = stack.enter_context(_FaultBoard(schedule, admin, list(proxies.values())))
             async with anyio.create_task_group() as tg:
                 schedule_done = anyio.Event()
-                tg.start_soon(
-                    _schedule, scenario, admin, proxies, started, phase_name, schedule_done
-                )
+                tg.start_soon(_run_schedule, schedule, board, schedule_done)
                 for name in CLIENTS:
-                    rng = random.Random(f"{config.seed}:{name}")
-                    tg.start_soon(_traffic, clients[name][1], recorders[name], config, started, rng)
+                    rng = random.Random(f"{options.seed}:{name}")
+                    tg.start_soon(
+                        _traffic, clients[name][1], recorders[name], options, started, rng
+                    )
                 if on_tick is not None:
                     tg.start_soon(
                         _ticker,
                         on_tick,
-                        scenario,
+                        schedule,
                         recorders,
                         counters,
                         admin,
-                        phase_name,
                         started,
                         schedule_done,
                     )
@@ -155,7 +176,7 @@ async def _drive(
         asyncres.set_listeners(*previous)
     backend = await admin.stats()
     report = summarize(
-        scenario,
+        schedule,
         recorders,
         {name: counters[name].sent for name in CLIENTS},
         {name: backend[name]["reached"] for name in CLIENTS},
@@ -166,12 +187,17 @@ async def _drive(
         report["clients"][name]["totals"]["backend_max_in_flight"] = backend[name]["max_in_flight"]
     report |= {
         "version": 1,
-        "seed": config.seed,
-        "rate_per_client": config.rate,
-        "duration": scenario.duration,
+        "seed": options.seed,
+        "rate_per_client": options.rate,
+        "duration": schedule.duration,
         "phases": [
-            {"name": p.name, "start": s, "end": e, "faults": p.faults.describe()}
-            for p, s, e in scenario.boundaries()
+            {
+                "name": phase.name,
+                "start": start,
+                "end": end,
+                "faults": describe_faults(phase.faults),
+            }
+            for start, end, phase in schedule.timeline
         ],
     }
     return report
@@ -197,42 +223,96 @@ class _BreakerWatcher:
             self.recorder.breaker.append((time.monotonic() - self.started, state))
 
 
-async def _schedule(
-    scenario: Scenario,
-    admin: _Admin,
-    proxies: dict[str, Any],
-    started: float,
-    phase_name: list[str],
-    done: anyio.Event,
-) -> None:
+class _FaultBoard:
+    """Applies the schedule's drill faults, as it switches them, to both clients' backends.
+
+    Latency and outage go to the two fault proxies at once (synchronously, inside the
+    schedule's switch); error bursts and the slow database go to the service's two backends
+    over its control endpoint, from `push_forever` (the latest state wins).
+    """
+
+    def __init__(self, schedule: chaos.Schedule, admin: _Admin, proxies: list[Any]) -> None:
+        seen: dict[int, DrillFault] = {}
+        for _, _, phase in schedule.timeline:
+            for fault in phase.faults:
+                if isinstance(fault, DrillFault):
+                    seen.setdefault(id(fault), fault)
+        self.faults = tuple(seen.values())
+        self.admin = admin
+        self.proxies = proxies
+        self.wanted = ServiceFaults()
+        self.sent = ServiceFaults()
+        self.wake = anyio.Event()
+
+    def __enter__(self) -> _FaultBoard:
+        for fault in self.faults:
+            if fault._on_change is not None:
+                raise RuntimeError(f"{fault!r} is already switched by a running drill")
+            fault._on_change = self.apply
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for fault in self.faults:
+            fault._on_change = None
+
+    def apply(self) -> None:
+        on = [fault for fault in self.faults if fault.enabled]
+        for proxy in self.proxies:
+            proxy.clear()
+            for fault in on:
+                if isinstance(fault, Latency):
+                    proxy.add(chaos.LatencyToxic(fault.seconds, jitter=fault.jitter))
+            proxy.enabled = not any(isinstance(fault, Outage) for fault in on)
+        service = ServiceFaults()
+        for fault in on:
+            if isinstance(fault, ErrorBurst):
+                service = ServiceFaults(fault.period, fault.retry_after, service.slow_db)
+            elif isinstance(fault, SlowDatabase):
+                service = ServiceFaults(service.error_period, service.retry_after, fault.seconds)
+        if service != self.wanted:
+            self.wanted = service
+            self.wake.set()
+
+    async def push(self) -> None:
+        """Send the service the latest wanted faults until it has them."""
+        while self.sent != self.wanted:
+            wanted = self.wanted
+            await self.admin.faults(wanted)
+            self.sent = wanted
+
+    async def push_forever(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake = anyio.Event()
+            await self.push()
+
+
+async def _run_schedule(schedule: chaos.Schedule, board: _FaultBoard, done: anyio.Event) -> None:
+    """`Schedule.run` switches the faults; the board applies them; all off at the end."""
     try:
-        for phase, _, end in scenario.boundaries():
-            phase_name[0] = phase.name
-            await _apply(phase.faults, admin, proxies)
-            await anyio.sleep(max(0.0, started + end - time.monotonic()))
-        await _apply(Faults(), admin, proxies)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(board.push_forever)
+            await schedule.run()
+            tg.cancel_scope.cancel()
+        await board.push()
     finally:
         done.set()
 
 
-async def _apply(faults: Faults, admin: _Admin, proxies: dict[str, Any]) -> None:
-    for proxy in proxies.values():
-        proxy.clear()
-        if faults.latency:
-            proxy.add(chaos.LatencyToxic(faults.latency, jitter=faults.jitter))
-        proxy.enabled = not faults.outage
-    await admin.faults(faults)
-
-
 async def _traffic(
-    get: Get, recorder: Recorder, config: DrillConfig, started: float, rng: random.Random
+    get: Get, recorder: Recorder, options: DrillOptions, started: float, rng: random.Random
 ) -> None:
     """Open loop: a request every 1/rate seconds, whatever happened to the earlier ones."""
-    total = int(config.scenario.duration * config.rate)
-    deadline = config.scenario.duration + config.grace
+    total = int(options.schedule.duration * options.rate)
+    deadline = options.schedule.duration + options.grace
     async with anyio.create_task_group() as tg:
         for index in range(total):
-            at = started + index / config.rate
+            at = started + index / options.rate
             await anyio.sleep(max(0.0, at - time.monotonic()))
             tg.start_soon(_one, get, recorder, f"/item/{rng.randrange(1000)}", started, deadline)
 
@@ -259,27 +339,26 @@ async def _one(get: Get, recorder: Recorder, path: str, started: float, deadline
 
 async def _ticker(
     on_tick: Callable[[dict[str, Any]], None],
-    scenario: Scenario,
+    schedule: chaos.Schedule,
     recorders: dict[str, Recorder],
     counters: dict[str, Any],
     admin: _Admin,
-    phase_name: list[str],
     started: float,
     schedule_done: anyio.Event,
 ) -> None:
     """Live numbers for the current phase, four times a second."""
-    bounds = {p.name: (s, e) for p, s, e in scenario.boundaries()}
+    timeline = schedule.timeline
     while True:
-        name = phase_name[0]
-        start, end = bounds[name]
+        elapsed = time.monotonic() - started
+        start, end, phase = next((entry for entry in timeline if elapsed < entry[1]), timeline[-1])
         try:
             backend = await admin.stats()
         except httpx.HTTPError:
             backend = {}
         snapshot: dict[str, Any] = {
-            "t": time.monotonic() - started,
-            "phase": name,
-            "duration": scenario.duration,
+            "t": elapsed,
+            "phase": phase.name,
+            "duration": schedule.duration,
             "clients": {},
         }
         for client, recorder in recorders.items():

@@ -28,12 +28,10 @@ import anyio
 
 import asyncres
 
-from ._scenario import Faults
-
 #: Counters count per 1/TICKS of a second.
 TICKS = 10
 
-__all__ = ["Backend", "DrillService"]
+__all__ = ["Backend", "DrillService", "ServiceFaults"]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -44,6 +42,20 @@ DEFAULT_BUDGET = 30.0
 ITEMS = 1000
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceFaults:
+    """The faults a backend itself applies (the proxies apply latency and outage).
+
+    - ``error_period``: answer 503 with ``Retry-After: retry_after`` during every other
+      ``error_period`` seconds since the faults were set (`ErrorBurst`);
+    - ``slow_db``: seconds every database statement takes (`SlowDatabase`).
+    """
+
+    error_period: float = 0.0
+    retry_after: int = 1
+    slow_db: float = 0.0
+
+
 @dataclass
 class Backend:
     """One client's backend: faults in force, its pool, and what reached it when."""
@@ -51,7 +63,7 @@ class Backend:
     name: str
     database: Path
     pool: Any = None
-    faults: Faults = field(default_factory=Faults)
+    faults: ServiceFaults = field(default_factory=ServiceFaults)
     phase_started: float = 0.0
     #: ``time.monotonic()`` when the drill began (system-wide on Linux: both processes).
     started: float = 0.0
@@ -106,7 +118,7 @@ class DrillService:
             for backend in self.backends.values():
                 if "started" in data:
                     backend.started = float(data["started"])
-                backend.faults = Faults(**data.get("faults", {}))
+                backend.faults = ServiceFaults(**data.get("faults", {}))
                 backend.phase_started = now
             await _reply(send, 200, {"ok": True})
         elif path == "/_drill/stats":

@@ -1,0 +1,212 @@
+"""The drill's fault kinds: switchable faults applied identically to both clients' backends.
+
+Each is a fault a `chaos.Schedule` can switch (it has an ``enabled`` attribute). It does
+nothing by itself: while a drill runs, the drill listens to its switch and applies it to the
+two fault proxies (latency, outage) and to the two backends of the service (error burst,
+slow database). In a schedule's TOML they are the kinds ``latency``, ``error_burst``,
+``outage`` and ``slow_db`` (`MAKERS`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from .. import _validation
+from .._setting import Setting
+from ..chaos._units import parse_duration  # the one spelling of durations ("200ms")
+
+__all__ = [
+    "FAULT_KINDS",
+    "MAKERS",
+    "DrillFault",
+    "ErrorBurst",
+    "Latency",
+    "Outage",
+    "SlowDatabase",
+    "describe_faults",
+]
+
+
+class DrillFault:
+    """Base of the drill's faults: an ``enabled`` switch the drill listens to."""
+
+    __slots__ = ("_enabled", "_on_change")
+
+    __module__ = "asyncres.drill"
+
+    #: The fault's ``kind`` in a schedule's TOML.
+    kind: ClassVar[str] = ""
+
+    def __init__(self, *, enabled: bool = False) -> None:
+        if not isinstance(enabled, bool):
+            raise ValueError(f"`enabled` must be True or False, got {enabled!r}")
+        self._enabled = enabled
+        # Set by a running drill; called after each change of ``enabled``.
+        self._on_change: Callable[[], None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the fault is on; a `chaos.Schedule` sets it phase by phase."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"`enabled` must be True or False, got {value!r}")
+        if value != self._enabled:
+            self._enabled = value
+            if self._on_change is not None:
+                self._on_change()
+
+    def _options(self) -> tuple[tuple[str, float], ...]:
+        return ()
+
+    def describe(self) -> str:
+        """What the fault does, in words (for reports)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{key}={value!r}" for key, value in self._options())
+        return f"{type(self).__name__}({options})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DrillFault):
+            return NotImplemented
+        return type(self) is type(other) and self._options() == other._options()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._options()))
+
+
+class Latency(DrillFault):
+    """``seconds`` (± ``jitter``, uniform) added to every reply by the fault proxies."""
+
+    __slots__ = ("_jitter", "_seconds")
+
+    __module__ = "asyncres.drill"
+
+    kind = "latency"
+    seconds: Setting[float] = Setting()
+    jitter: Setting[float] = Setting()
+
+    def __init__(self, seconds: float, *, jitter: float = 0.0, enabled: bool = False) -> None:
+        super().__init__(enabled=enabled)
+        self._seconds = _finite("seconds", _validation.positive("seconds", seconds))
+        self._jitter = _finite("jitter", _validation.non_negative("jitter", jitter))
+
+    def _options(self) -> tuple[tuple[str, float], ...]:
+        return (("seconds", self._seconds), ("jitter", self._jitter))
+
+    def describe(self) -> str:
+        return f"+{self._seconds * 1000:.0f}±{self._jitter * 1000:.0f} ms latency"
+
+
+class ErrorBurst(DrillFault):
+    """The service answers 503 with ``Retry-After`` during every other ``period`` seconds.
+
+    A brief unavailability such as a rolling restart: the first ``period`` after the fault
+    turns on fails, the next succeeds, and so on. ``retry_after`` is whole seconds (HTTP).
+    """
+
+    __slots__ = ("_period", "_retry_after")
+
+    __module__ = "asyncres.drill"
+
+    kind = "error_burst"
+    period: Setting[float] = Setting()
+    retry_after: Setting[int] = Setting()
+
+    def __init__(self, period: float, *, retry_after: int = 1, enabled: bool = False) -> None:
+        super().__init__(enabled=enabled)
+        self._period = _finite("period", _validation.positive("period", period))
+        self._retry_after = _validation.count("retry_after", retry_after, minimum=0)
+
+    def _options(self) -> tuple[tuple[str, float], ...]:
+        return (("period", self._period), ("retry_after", self._retry_after))
+
+    def describe(self) -> str:
+        return f"503 + Retry-After: {self._retry_after} every other {self._period:g} s"
+
+
+class Outage(DrillFault):
+    """The fault proxies are down: new connections refused, open ones dropped."""
+
+    __slots__ = ()
+
+    __module__ = "asyncres.drill"
+
+    kind = "outage"
+
+    def describe(self) -> str:
+        return "backend unreachable"
+
+
+class SlowDatabase(DrillFault):
+    """Every database statement takes ``seconds`` (its connection stays checked out)."""
+
+    __slots__ = ("_seconds",)
+
+    __module__ = "asyncres.drill"
+
+    kind = "slow_db"
+    seconds: Setting[float] = Setting()
+
+    def __init__(self, seconds: float, *, enabled: bool = False) -> None:
+        super().__init__(enabled=enabled)
+        self._seconds = _finite("seconds", _validation.positive("seconds", seconds))
+
+    def _options(self) -> tuple[tuple[str, float], ...]:
+        return (("seconds", self._seconds),)
+
+    def describe(self) -> str:
+        return f"database statements take {self._seconds:g} s"
+
+
+def _finite(name: str, value: float) -> float:
+    if math.isinf(value):
+        raise ValueError(f"`{name}` must be finite, got {value!r}")
+    return value
+
+
+def describe_faults(faults: tuple[object, ...]) -> str:
+    """A phase's faults in words: ``"no faults"`` when there are none."""
+    return ", ".join(f.describe() for f in faults if isinstance(f, DrillFault)) or "no faults"
+
+
+def _whole_seconds(value: Any, name: str) -> int:
+    seconds = parse_duration(value, name)
+    if seconds != int(seconds):
+        raise ValueError(f"`{name}` must be whole seconds (HTTP Retry-After), got {value!r}")
+    return int(seconds)
+
+
+def _make_latency(seconds: Any, jitter: Any = 0.0) -> Latency:
+    return Latency(parse_duration(seconds, "seconds"), jitter=parse_duration(jitter, "jitter"))
+
+
+def _make_error_burst(period: Any, retry_after: Any = 1) -> ErrorBurst:
+    return ErrorBurst(
+        parse_duration(period, "period"), retry_after=_whole_seconds(retry_after, "retry_after")
+    )
+
+
+def _make_outage() -> Outage:
+    return Outage()
+
+
+def _make_slow_db(seconds: Any) -> SlowDatabase:
+    return SlowDatabase(parse_duration(seconds, "seconds"))
+
+
+#: The ``makers=`` the drill passes to `chaos.Schedule.from_dict`: its fault kinds.
+MAKERS: dict[str, Callable[..., DrillFault]] = {
+    "error_burst": _make_error_burst,
+    "latency": _make_latency,
+    "outage": _make_outage,
+    "slow_db": _make_slow_db,
+}
+
+#: The fault kinds a drill schedule may use.
+FAULT_KINDS = tuple(sorted(MAKERS))

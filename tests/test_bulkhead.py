@@ -141,7 +141,8 @@ def test_configuration_is_read_only(option: str) -> None:
     with pytest.raises(AttributeError, match=f"Bulkhead.{option} cannot be deleted"):
         delattr(bulkhead, option)
     assert getattr(bulkhead, option) == before
-    assert {"max_concurrent": 2, "max_queued": 3, "queue_timeout": 1.5, "name": "b"}[option] == before
+    expected = {"max_concurrent": 2, "max_queued": 3, "queue_timeout": 1.5, "name": "b"}
+    assert before == expected[option]
 
 
 async def test_assigning_max_concurrent_changes_nothing_it_is_refused() -> None:

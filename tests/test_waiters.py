@@ -58,7 +58,7 @@ async def test_wait_returns_true_when_handed_a_value() -> None:
     queue = Owner().queue
     waiter = queue.enqueue()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: anyio.sleep(0))
+        tg.start_soon(anyio.lowlevel.checkpoint)
         queue.hand_off("conn")
         assert await queue.wait(waiter)
     assert waiter.value == "conn"

@@ -40,9 +40,9 @@ class ConnectionDiscarded(Event):
     """A connection was thrown away because it could not be trusted any more.
 
     ``reason``: ``"broken"`` (a connection-level error), ``"ping_failed"`` (the pre-ping
-    on checkout failed), ``"recovery_failed"`` (it could not be rolled back in time after a
-    failure or cancellation) or ``"closed"`` (the driver reports it closed). The pool
-    replaces it as needed.
+    on checkout failed), ``"reset_failed"`` (it could not be reset, i.e. rolled back, in
+    time after a failure or cancellation) or ``"closed"`` (the driver reports it closed).
+    The pool replaces it as needed.
     """
 
     __module__ = "asyncres.db"

@@ -1,7 +1,8 @@
 """Events of `asyncres.db` pools (delivered like every asyncres event, see `asyncres.Event`).
 
 A pool also emits the core `asyncres.CallRejected` when it refuses an operation, with
-``reason`` ``"pool_queue_full"``, ``"pool_acquire_timeout"`` or ``"pool_closed"``.
+``reason`` ``"queue_full"``, ``"queue_timeout"`` or ``"closed"``: the same string as the
+``reason`` of the `PoolExhaustedError` / `PoolClosedError` it raises.
 """
 
 import logging

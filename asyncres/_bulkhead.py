@@ -12,14 +12,15 @@ caller's deadline has passed.
 - Priorities: higher ``priority`` is served first, FIFO within a priority. When the queue is
   full, an arriving waiter of higher priority than the lowest queued one evicts the newest
   waiter of that lowest priority (reason ``"shed"``); otherwise the arrival is rejected
-  (reason ``"bulkhead_full"``).
+  (reason ``"queue_full"``).
 - Deadlines: a waiter is cancelled with its caller, so the enclosing deadline
   (`asyncres.remaining()`) bounds every wait; a caller whose deadline has already passed is
   rejected without queueing (reason ``"deadline"``) and so never evicts anyone.
   ``queue_timeout`` bounds the wait further (reason ``"queue_timeout"``).
 - Hand-off: a released permit goes straight to the next waiter, so a newcomer can never
   barge past the queue and no wake-up is lost. A waiter cancelled after it was handed a
-  permit, before it resumed, passes the permit on.
+  permit, before it resumed, passes the permit on. The queue is the shared `WaiterQueue`
+  (``asyncres/_waiters.py``); the bulkhead keeps only the count of free permits.
 
 All bookkeeping is synchronous (no ``await`` between reading and writing state), so the
 bulkhead is correct under concurrency without a lock. Like anyio primitives it is not
@@ -28,10 +29,8 @@ thread-safe: use it from one event loop.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import math
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -40,10 +39,12 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 
 from . import _validation
-from ._deadline import AdvisoryExpired, DeadlineScope, advisory_bound, remaining
+from ._deadline import AdvisoryExpired, advisory_bound, remaining
 from ._events import CallRejected, Listener, emit
-from ._exceptions import BulkheadFullError, TimeoutExceededError
+from ._exceptions import BulkheadFullError
 from ._policy import PolicyFaces
+from ._setting import Setting
+from ._waiters import WaiterQueue
 
 __all__ = ["Bulkhead", "BulkheadLane", "BulkheadStatistics"]
 
@@ -51,15 +52,10 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 # Why a call was refused: the `CallRejected.reason` and the `BulkheadFullError.reason`.
-_REASONS = ("bulkhead_full", "shed", "queue_timeout", "deadline")
+_REASONS = ("queue_full", "shed", "queue_timeout", "deadline")
 
 # Lanes a bulkhead keeps for reuse (priorities are usually a handful of constants).
 _CACHED_LANES = 32
-
-# Waiter states.
-_QUEUED = 0
-_GRANTED = 1  # handed a permit by a release; it now counts as in use
-_SHED = 2  # evicted by a higher-priority arrival
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +72,9 @@ class BulkheadStatistics:
     #: Waiters in the queue, in total and per priority (only priorities with waiters).
     queued: int
     queued_by_priority: dict[int, int]
-    #: Calls refused since the bulkhead was created, per reason: ``"bulkhead_full"``,
+    #: Calls refused since the bulkhead was created, per reason: ``"queue_full"``,
     #: ``"shed"``, ``"queue_timeout"`` and ``"deadline"`` (every key is present).
     rejected: dict[str, int]
-
-
-class _Waiter:
-    """One queued caller: its priority, its state and the event that wakes it."""
-
-    __slots__ = ("event", "priority", "state")
-
-    def __init__(self, priority: int) -> None:
-        self.priority = priority
-        self.state = _QUEUED
-        self.event = anyio.Event()
 
 
 def _check_priority(priority: int) -> int:
@@ -107,7 +92,7 @@ class Bulkhead(PolicyFaces):
     another priority, sharing this bulkhead's permits and queue.
 
     A call that finds no free permit waits in the queue; when the queue is full it is
-    rejected at once with `BulkheadFullError` (``reason="bulkhead_full"``), unless it
+    rejected at once with `BulkheadFullError` (``reason="queue_full"``), unless it
     outranks the lowest-priority waiter, which is then shed instead (``reason="shed"``).
     A waiter gives up after ``queue_timeout`` seconds (``reason="queue_timeout"``) and is
     cancelled with its caller, so the enclosing deadline bounds the wait; a caller whose
@@ -121,19 +106,23 @@ class Bulkhead(PolicyFaces):
 
     __slots__ = (
         "_free",
-        "_lanes",
         "_listeners",
-        "_priorities",
-        "_queued",
+        "_max_concurrent",
+        "_max_queued",
+        "_name",
+        "_queue",
+        "_queue_timeout",
         "_rejected",
         "_views",
-        "max_concurrent",
-        "max_queued",
-        "name",
-        "queue_timeout",
     )
 
     __module__ = "asyncres"
+
+    #: The configuration, read-only after construction (a new limit needs a new Bulkhead).
+    max_concurrent: Setting[int] = Setting()
+    max_queued: Setting[int] = Setting()
+    queue_timeout: Setting[float | None] = Setting()
+    name: Setting[str | None] = Setting()
 
     def __init__(
         self,
@@ -144,10 +133,10 @@ class Bulkhead(PolicyFaces):
         name: str | None = None,
         listeners: Iterable[Listener] = (),
     ) -> None:
-        self.max_concurrent = _validation.count("max_concurrent", max_concurrent, minimum=1)
-        self.max_queued = _validation.count("max_queued", max_queued, minimum=0)
-        self.queue_timeout = _validation.optional_limit("queue_timeout", queue_timeout)
-        self.name = name
+        self._max_concurrent = _validation.count("max_concurrent", max_concurrent, minimum=1)
+        self._max_queued = _validation.count("max_queued", max_queued, minimum=0)
+        self._queue_timeout = _validation.optional_limit("queue_timeout", queue_timeout)
+        self._name = name
         listeners = tuple(listeners)
         for listener in listeners:
             if not callable(listener):
@@ -155,11 +144,8 @@ class Bulkhead(PolicyFaces):
         self._listeners = listeners
         # Free permits. Invariant: _free > 0 only when the queue is empty (a release hands
         # its permit to the first waiter instead), so the fast path cannot barge.
-        self._free = self.max_concurrent
-        self._queued = 0
-        # priority -> its waiters, oldest first; _priorities: those keys, ascending.
-        self._lanes: dict[int, OrderedDict[_Waiter, None]] = {}
-        self._priorities: list[int] = []
+        self._free = self._max_concurrent
+        self._queue: WaiterQueue[None] = WaiterQueue(self._pass_on)
         self._rejected = dict.fromkeys(_REASONS, 0)
         self._views: dict[int, BulkheadLane] = {}
 
@@ -182,8 +168,8 @@ class Bulkhead(PolicyFaces):
         try:
             return await fn(*args, **kwargs)
         finally:
-            if self._queued:
-                self._hand_off()
+            if self._queue.waiting:
+                self._queue.hand_off(None)
             else:
                 self._free += 1
 
@@ -203,8 +189,8 @@ class Bulkhead(PolicyFaces):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._queued:
-            self._hand_off()
+        if self._queue.waiting:
+            self._queue.hand_off(None)
         else:
             self._free += 1
 
@@ -238,11 +224,11 @@ class Bulkhead(PolicyFaces):
     def statistics(self) -> BulkheadStatistics:
         """A snapshot of permits in use, waiters per priority and rejections per reason."""
         return BulkheadStatistics(
-            max_concurrent=self.max_concurrent,
-            max_queued=self.max_queued,
-            in_use=self.max_concurrent - self._free,
-            queued=self._queued,
-            queued_by_priority={p: len(self._lanes[p]) for p in reversed(self._priorities)},
+            max_concurrent=self._max_concurrent,
+            max_queued=self._max_queued,
+            in_use=self._max_concurrent - self._free,
+            queued=self._queue.waiting,
+            queued_by_priority=self._queue.by_priority(),
             rejected=dict(self._rejected),
         )
 
@@ -250,110 +236,43 @@ class Bulkhead(PolicyFaces):
 
     async def _wait(self, priority: int) -> None:
         """Wait in the queue for a permit (no permit is free), or raise BulkheadFullError."""
-        full = self._queued >= self.max_queued
-        if full and (not self._priorities or priority <= self._priorities[0]):
-            raise self._reject("bulkhead_full")
+        queue = self._queue
+        full = queue.waiting >= self._max_queued
+        if full:
+            lowest = queue.lowest_priority
+            if lowest is None or priority <= lowest:
+                raise self._reject("queue_full")
         left = remaining()
         if left is not None and left <= 0.0:
             # Its deadline has passed: it would only be cancelled in the queue, and must not
             # evict a waiter that can still use a permit.
             raise self._reject("deadline")
         if full:
-            self._shed_lowest()
-        waiter = _Waiter(priority)
-        lane = self._lanes.get(priority)
-        if lane is None:
-            lane = self._lanes[priority] = OrderedDict()
-            bisect.insort(self._priorities, priority)
-        lane[waiter] = None
-        self._queued += 1
+            queue.shed_lowest(self._error("shed"))
+            self._note_rejection("shed")  # after the wake-up: a listener may cancel the victim
+        waiter = queue.enqueue(priority)
 
-        timeout = self.queue_timeout
+        timeout = self._queue_timeout
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
         # An advisory deadline (a Pipeline's total timeout on trio) cancels nothing: the
         # queue must cut itself at it.
         advisory = advisory_bound() if left is not None else None
-        if (
-            advisory is not None
-            and timeout is not None
-            and anyio.current_time() + timeout < advisory._deadline
-        ):
+        if advisory is not None and advisory._deadline <= deadline:
+            deadline = advisory._deadline
+        else:
             advisory = None  # the queue timeout comes first
-        scope: DeadlineScope | None = None
-        if advisory is not None:
-            scope = DeadlineScope(None, advisory._deadline)
-        elif timeout is not None:
-            scope = DeadlineScope(timeout, math.inf)
-        try:
-            if scope is None:
-                await waiter.event.wait()
-            else:
-                with scope:
-                    await waiter.event.wait()
-        except TimeoutExceededError:
-            if scope is None or not scope.expired:  # pragma: no cover - nothing else raises it
-                self._abandon(waiter)
-                raise
-            # Our queue timeout fired; the waiter may have been served or shed meanwhile.
-        except BaseException:
-            # Cancelled with its caller (or any other BaseException): leave the queue, or
-            # pass on a permit handed over before this task could resume.
-            self._abandon(waiter)
-            raise
-        state = waiter.state
-        if state == _GRANTED:
+        if await queue.wait(waiter, deadline):
             return
-        if state == _SHED:
-            raise self._error("shed")
-        self._remove(waiter)
         if advisory is not None:
             raise AdvisoryExpired(advisory)
         raise self._reject("queue_timeout")
 
-    def _hand_off(self) -> None:
-        """Give a released permit to the oldest waiter of the highest priority."""
-        priority = self._priorities[-1]
-        lane = self._lanes[priority]
-        waiter, _ = lane.popitem(last=False)
-        if not lane:
-            del self._lanes[priority]
-            self._priorities.pop()
-        self._queued -= 1
-        waiter.state = _GRANTED
-        waiter.event.set()
-
-    def _shed_lowest(self) -> None:
-        """Evict the newest waiter of the lowest priority to make room (queue is full)."""
-        priority = self._priorities[0]
-        lane = self._lanes[priority]
-        victim, _ = lane.popitem(last=True)
-        if not lane:
-            del self._lanes[priority]
-            del self._priorities[0]
-        self._queued -= 1
-        victim.state = _SHED
-        victim.event.set()
-        self._note_rejection("shed")
-
-    def _remove(self, waiter: _Waiter) -> None:
-        priority = waiter.priority
-        lane = self._lanes[priority]
-        del lane[waiter]
-        if not lane:
-            del self._lanes[priority]
-            self._priorities.remove(priority)
-        self._queued -= 1
-
-    def _abandon(self, waiter: _Waiter) -> None:
-        """A waiter's caller gave up: leave the queue, or pass on a permit already handed over."""
-        state = waiter.state
-        if state == _QUEUED:
-            self._remove(waiter)
-        elif state == _GRANTED:
-            if self._queued:
-                self._hand_off()
-            else:
-                self._free += 1
-        # _SHED: already out of the queue, never held a permit.
+    def _pass_on(self, _permit: None) -> None:
+        """Take back a permit from a waiter that gave up: the next waiter's, or free."""
+        if self._queue.waiting:
+            self._queue.hand_off(None)
+        else:
+            self._free += 1
 
     def _reject(self, reason: str) -> BulkheadFullError:
         self._note_rejection(reason)
@@ -361,11 +280,14 @@ class Bulkhead(PolicyFaces):
 
     def _note_rejection(self, reason: str) -> None:
         self._rejected[reason] += 1
-        emit(self._listeners, CallRejected(self.name, reason))
+        emit(self._listeners, CallRejected(self._name, reason))
 
     def _error(self, reason: str) -> BulkheadFullError:
         return BulkheadFullError(
-            self.name, max_concurrent=self.max_concurrent, max_queued=self.max_queued, reason=reason
+            self._name,
+            max_concurrent=self._max_concurrent,
+            max_queued=self._max_queued,
+            reason=reason,
         )
 
 
@@ -416,8 +338,8 @@ class BulkheadLane(PolicyFaces):
         try:
             return await fn(*args, **kwargs)
         finally:
-            if bulkhead._queued:
-                bulkhead._hand_off()
+            if bulkhead._queue.waiting:
+                bulkhead._queue.hand_off(None)
             else:
                 bulkhead._free += 1
 
@@ -439,8 +361,8 @@ class BulkheadLane(PolicyFaces):
         tb: TracebackType | None,
     ) -> None:
         bulkhead = self.bulkhead
-        if bulkhead._queued:
-            bulkhead._hand_off()
+        if bulkhead._queue.waiting:
+            bulkhead._queue.hand_off(None)
         else:
             bulkhead._free += 1
 
@@ -459,8 +381,8 @@ def _decorate(
         try:
             return await fn(*args, **kwargs)
         finally:
-            if bulkhead._queued:
-                bulkhead._hand_off()
+            if bulkhead._queue.waiting:
+                bulkhead._queue.hand_off(None)
             else:
                 bulkhead._free += 1
 

@@ -1,7 +1,7 @@
 """The database slows down under steady INSERTs: plain asyncpg pool + tenacity vs asyncres.db.
 
 Run: ``python -m benchmarks.db_slowdown [--markdown PATH]`` (needs the PostgreSQL server
-binaries, found as in ``tests/pgserver.py``, and ``pip install -e '.[bench]'``).
+binaries, found as in ``tests/local_postgres.py``, and ``pip install -e '.[bench]'``).
 
 One real PostgreSQL server on loopback. Open-loop clients send INSERTs at a steady rate,
 each with an idempotency key (no unique index, so duplicates show) and the same client
@@ -45,7 +45,7 @@ import tenacity
 
 import asyncres
 import asyncres.db
-from tests.pgserver import PostgresServer, find_bindir
+from tests.local_postgres import PostgresServer, find_bindir
 
 RATE = 200.0  # requests per second, open loop
 BEFORE, SLOW, AFTER = 1.0, 2.0, 3.0  # seconds

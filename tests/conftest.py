@@ -3,7 +3,7 @@
 Tests that talk to real servers mark themselves ``pytest.mark.real_clock``: a virtual clock
 would race ahead of real network I/O. They still run on both backends.
 
-Also: a real PostgreSQL server for the asyncpg adapter's tests (see tests/pgserver.py).
+Also: a real PostgreSQL server for the asyncpg adapter's tests (see tests/local_postgres.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import local_postgres
 import looptime
-import pgserver
 import pytest
 from servers import RunningServer, running_server
 from trio.testing import MockClock
@@ -84,16 +84,16 @@ def _postgres_unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> Iterator[pgserver.PostgresServer]:
+def postgres_template() -> Iterator[local_postgres.PostgresServer]:
     """An initialised, stopped cluster: initdb runs once, other clusters are copies."""
-    bindir = pgserver.find_bindir()
+    bindir = local_postgres.find_bindir()
     if bindir is None:
         _postgres_unavailable("no initdb/pg_ctl/postgres binaries found")
     assert bindir is not None
     try:
-        template = pgserver.PostgresServer(bindir)
+        template = local_postgres.PostgresServer(bindir)
         template.initdb()
-    except (pgserver.PostgresUnavailable, OSError) as exc:
+    except (local_postgres.PostgresUnavailable, OSError) as exc:
         _postgres_unavailable(str(exc))
     try:
         yield template
@@ -103,14 +103,14 @@ def postgres_template() -> Iterator[pgserver.PostgresServer]:
 
 @pytest.fixture(scope="session")
 def postgres_server(
-    postgres_template: pgserver.PostgresServer,
-) -> Iterator[pgserver.PostgresServer]:
+    postgres_template: local_postgres.PostgresServer,
+) -> Iterator[local_postgres.PostgresServer]:
     """One running server shared by the session (tests use databases of their own)."""
-    server = pgserver.PostgresServer(postgres_template.bindir)
+    server = local_postgres.PostgresServer(postgres_template.bindir)
     try:
         server.clone_from(postgres_template)
         server.start()
-    except pgserver.PostgresUnavailable as exc:
+    except local_postgres.PostgresUnavailable as exc:
         server.destroy()
         _postgres_unavailable(str(exc))
     try:
@@ -121,14 +121,14 @@ def postgres_server(
 
 @pytest.fixture
 def postgres_own_server(
-    postgres_template: pgserver.PostgresServer,
-) -> Iterator[pgserver.PostgresServer]:
+    postgres_template: local_postgres.PostgresServer,
+) -> Iterator[local_postgres.PostgresServer]:
     """A running server of this test's own, which it may stop and start (outages)."""
-    server = pgserver.PostgresServer(postgres_template.bindir)
+    server = local_postgres.PostgresServer(postgres_template.bindir)
     try:
         server.clone_from(postgres_template)
         server.start()
-    except pgserver.PostgresUnavailable as exc:
+    except local_postgres.PostgresUnavailable as exc:
         server.destroy()
         _postgres_unavailable(str(exc))
     try:
@@ -141,7 +141,7 @@ _database_counter = itertools.count()
 
 
 @pytest.fixture
-def postgres_dsn(postgres_server: pgserver.PostgresServer) -> Iterator[str]:
+def postgres_dsn(postgres_server: local_postgres.PostgresServer) -> Iterator[str]:
     """A fresh, empty database on the shared server, dropped afterwards."""
     name = f"test_{os.getpid()}_{next(_database_counter)}"
     postgres_server.psql(f"CREATE DATABASE {name}")

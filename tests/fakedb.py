@@ -2,7 +2,7 @@
 
 A `FakeConn` behaves like a remote session: a statement keeps "running on the server" after
 its caller stops waiting, until it ends or is interrupted, and a connection in that state
-cannot be reused until the pool has recovered it. Failures are injected on the driver.
+cannot be reused until the pool has reset it. Failures are injected on the driver.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class FakeDriver:
         self.connect_delay = 0.0
         self.ping_error: Exception | None = None
         self.ping_delay = 0.0
-        self.recover_delay = 0.0
+        self.reset_delay = 0.0
         self.commit_error: Exception | None = None
         self.prepared: list[float | None] = []
         self.began: list[float | None] = []
@@ -122,7 +122,7 @@ class FakeDriver:
     def is_broken(self, conn: FakeConn) -> bool:
         return conn.closed
 
-    def needs_recovery(self, conn: FakeConn) -> bool:
+    def needs_reset(self, conn: FakeConn) -> bool:
         return conn.in_tx or conn.busy_until is not None
 
     def _limit(self, left: float | None) -> float | None:
@@ -158,8 +158,8 @@ class FakeDriver:
     def release(self, conn: FakeConn) -> None:
         conn.limit = None
 
-    async def recover(self, conn: FakeConn, *, abandoned: bool) -> bool:
-        await anyio.sleep(self.recover_delay)
+    async def reset(self, conn: FakeConn, *, abandoned: bool) -> bool:
+        await anyio.sleep(self.reset_delay)
         stopped = False
         if conn.busy_until is not None:
             if abandoned:  # stop the statement the caller walked away from

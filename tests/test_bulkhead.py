@@ -13,7 +13,7 @@ import anyio.lowlevel
 import pytest
 
 import asyncres
-from asyncres import _bulkhead
+from asyncres import _waiters
 from asyncres._deadline import DeadlineScope
 from asyncres.testing import capture_events
 
@@ -26,8 +26,8 @@ def assert_idle(bulkhead: asyncres.Bulkhead) -> None:
     assert stats.in_use == 0
     assert stats.queued == 0
     assert stats.queued_by_priority == {}
-    assert bulkhead._lanes == {}
-    assert bulkhead._priorities == []
+    assert bulkhead._queue._lanes == {}
+    assert bulkhead._queue._priorities == []
 
 
 def rejections(events: list[asyncres.Event]) -> list[str]:
@@ -131,6 +131,31 @@ def test_options_are_stored_and_printed() -> None:
     assert asyncres.Bulkhead(max_concurrent=1, queue_timeout=math.inf).queue_timeout is None
 
 
+@pytest.mark.parametrize("option", ["max_concurrent", "max_queued", "queue_timeout", "name"])
+def test_configuration_is_read_only(option: str) -> None:
+    """Assigning a configuration attribute raises AttributeError naming it; reading works."""
+    bulkhead = asyncres.Bulkhead(max_concurrent=2, max_queued=3, queue_timeout=1.5, name="b")
+    before = getattr(bulkhead, option)
+    with pytest.raises(AttributeError, match=f"Bulkhead.{option} is read-only"):
+        setattr(bulkhead, option, before)
+    with pytest.raises(AttributeError, match=f"Bulkhead.{option} cannot be deleted"):
+        delattr(bulkhead, option)
+    assert getattr(bulkhead, option) == before
+    expected = {"max_concurrent": 2, "max_queued": 3, "queue_timeout": 1.5, "name": "b"}
+    assert before == expected[option]
+
+
+async def test_assigning_max_concurrent_changes_nothing_it_is_refused() -> None:
+    """The rejected assignment leaves the limit in force: a third caller is still refused."""
+    bulkhead = asyncres.Bulkhead(max_concurrent=2)
+    with pytest.raises(AttributeError, match="max_concurrent"):
+        bulkhead.max_concurrent = 3  # type: ignore[misc]
+    async with bulkhead, bulkhead:
+        with pytest.raises(asyncres.BulkheadFullError, match="queue_full"):
+            await bulkhead.call(anyio.sleep, 0)
+    assert_idle(bulkhead)
+
+
 def test_statistics_start_empty() -> None:
     """A new bulkhead reports its limits, nothing in use and zero rejections per reason."""
     stats = asyncres.Bulkhead(max_concurrent=3, max_queued=5).statistics()
@@ -140,7 +165,7 @@ def test_statistics_start_empty() -> None:
         in_use=0,
         queued=0,
         queued_by_priority={},
-        rejected={"bulkhead_full": 0, "shed": 0, "queue_timeout": 0, "deadline": 0},
+        rejected={"queue_full": 0, "shed": 0, "queue_timeout": 0, "deadline": 0},
     )
 
 
@@ -325,10 +350,10 @@ async def test_max_queued_zero_rejects_at_once_when_every_permit_is_busy() -> No
         "db",
         1,
         0,
-        "bulkhead_full",
+        "queue_full",
     )
-    assert events == [asyncres.CallRejected("db", "bulkhead_full")]
-    assert bulkhead.statistics().rejected["bulkhead_full"] == 1
+    assert events == [asyncres.CallRejected("db", "queue_full")]
+    assert bulkhead.statistics().rejected["queue_full"] == 1
     assert_idle(bulkhead)
 
 
@@ -346,12 +371,12 @@ async def test_full_queue_rejects_an_arrival_of_equal_or_lower_priority() -> Non
         for priority in (0, 1):
             with pytest.raises(asyncres.BulkheadFullError) as info:
                 await bulkhead.lane(priority).call(anyio.sleep, 0)
-            assert info.value.reason == "bulkhead_full"
+            assert info.value.reason == "queue_full"
         assert bulkhead.statistics().queued_by_priority == {2: 1, 1: 1}
         for label in ("holder", "a", "b"):
             holders.release(label)
     assert holders.entered == ["holder", "b", "a"]
-    assert bulkhead.statistics().rejected["bulkhead_full"] == 2
+    assert bulkhead.statistics().rejected["queue_full"] == 2
     assert_idle(bulkhead)
 
 
@@ -652,7 +677,7 @@ async def test_permit_arriving_as_the_queue_timeout_fires_is_kept(
             finally:
                 expired.append(self.expired)
 
-    monkeypatch.setattr(_bulkhead, "DeadlineScope", Spy)
+    monkeypatch.setattr(_waiters, "DeadlineScope", Spy)
     bulkhead = asyncres.Bulkhead(max_concurrent=1, max_queued=2, queue_timeout=1.0)
     outcome: list[str] = []
 
@@ -738,7 +763,7 @@ async def test_expired_deadline_is_rejected_without_queueing_or_shedding() -> No
     assert holders.entered == ["holder", "low"]
     assert events == [asyncres.CallRejected("d", "deadline")]
     assert bulkhead.statistics().rejected == {
-        "bulkhead_full": 0,
+        "queue_full": 0,
         "shed": 0,
         "queue_timeout": 0,
         "deadline": 1,
@@ -765,7 +790,7 @@ async def test_own_listeners_receive_rejections() -> None:
     async with bulkhead:
         with pytest.raises(asyncres.BulkheadFullError):
             await bulkhead.call(anyio.sleep, 0)
-    assert seen == [asyncres.CallRejected("x", "bulkhead_full")]
+    assert seen == [asyncres.CallRejected("x", "queue_full")]
 
 
 async def test_statistics_report_use_queue_and_rejections() -> None:
@@ -782,9 +807,9 @@ async def test_statistics_report_use_queue_and_rejections() -> None:
         assert (stats.in_use, stats.queued) == (2, 3)
         assert stats.queued_by_priority == {4: 2, 0: 1}
         assert list(stats.queued_by_priority) == [4, 0]  # highest first
-        assert stats.rejected["bulkhead_full"] == 1
-        stats.rejected["bulkhead_full"] = 99  # a copy: the bulkhead is unaffected
-        assert bulkhead.statistics().rejected["bulkhead_full"] == 1
+        assert stats.rejected["queue_full"] == 1
+        stats.rejected["queue_full"] = 99  # a copy: the bulkhead is unaffected
+        assert bulkhead.statistics().rejected["queue_full"] == 1
         for label in "abdec":
             holders.release(label)
             await anyio.wait_all_tasks_blocked()
@@ -854,7 +879,7 @@ async def test_stress_random_priorities_timeouts_and_cancellations(seed: int) ->
     assert sum(outcomes.values()) == 400
     assert outcomes["ok"] > 50
     rejected = bulkhead.statistics().rejected
-    for reason in ("bulkhead_full", "shed", "queue_timeout", "deadline"):
+    for reason in ("queue_full", "shed", "queue_timeout", "deadline"):
         # A shed or timed-out waiter that was cancelled too reports the cancellation.
         assert outcomes.get(reason, 0) <= rejected[reason]
     assert running == 0

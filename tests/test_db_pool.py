@@ -28,6 +28,7 @@ from asyncres.db import (
     PoolExhaustedError,
     StatementInterrupted,
 )
+from asyncres.db._pool import ConnectionState
 from asyncres.testing import capture_events
 
 pytestmark = pytest.mark.anyio
@@ -44,11 +45,11 @@ def make_pool(driver: FakeDriver | None = None, **options: Any) -> GuardedPool[F
 
 
 async def settle(pool: GuardedPool[Any]) -> None:
-    """Let background recovery, opening and closing finish (virtual time, bounded)."""
+    """Let background resets, opening and closing finish (virtual time, bounded)."""
     for _ in range(1000):
         await anyio.wait_all_tasks_blocked()
         stats = pool.statistics()
-        if not (stats.recovering or stats.opening or pool._closing) and stats.size >= min(
+        if not (stats.resetting or stats.opening or pool._counts.closing) and stats.size >= min(
             stats.min_size, stats.size
         ):
             return
@@ -61,10 +62,11 @@ def assert_clean(pool: GuardedPool[FakeConn], driver: FakeDriver) -> None:
     stats = pool.statistics()
     assert stats.in_use == 0
     assert stats.waiting == 0
-    assert stats.recovering == 0
+    assert stats.resetting == 0
     assert stats.opening == 0
     assert stats.idle == stats.size
     assert {c.number for c in driver.open_connections} == {h.conn.number for h in pool._idle}
+    assert {h.state for h in pool._idle} <= {ConnectionState.IDLE}
     for conn in driver.open_connections:
         assert not conn.in_tx
         assert conn.busy_until is None
@@ -117,19 +119,21 @@ async def test_run_retries_transient_errors_after_releasing_the_connection() -> 
             raise TransientError("serialization failure")
         return "done"
 
-    async with make_pool(driver) as pool:
+    pools: list[GuardedPool[FakeConn]] = []
 
-        def during_backoff(event: asyncres.Event) -> None:
-            if isinstance(event, asyncres.RetryScheduled):
-                stats = pool.statistics()
-                seen.append((stats.in_use, driver.connections[0].in_tx))
+    def during_backoff(event: asyncres.Event) -> None:
+        if isinstance(event, asyncres.RetryScheduled):
+            stats = pools[0].statistics()
+            seen.append((stats.in_use, driver.connections[0].in_tx))
 
-        pool.retry = asyncres.Retry(
-            on=TransientError,
-            attempts=3,
-            backoff=backoff.Constant(0.1),
-            listeners=[during_backoff],
-        )
+    retry = asyncres.Retry(
+        on=TransientError,
+        attempts=3,
+        backoff=backoff.Constant(0.1),
+        listeners=[during_backoff],
+    )
+    async with make_pool(driver, retry=retry) as pool:
+        pools.append(pool)
         assert await pool.run(work) == "done"
         assert calls == 3
         assert seen == [(0, False), (0, False)]
@@ -228,11 +232,11 @@ async def test_acquire_timeout_raises_pool_exhausted() -> None:
             async with pool.connection():
                 pass
         assert anyio.current_time() - start == pytest.approx(0.5, abs=0.01)
-        assert info.value.reason == "acquire_timeout"
+        assert info.value.reason == "queue_timeout"
         assert info.value.waited == pytest.approx(0.5, abs=0.01)
         assert isinstance(info.value, asyncres.RejectedError)
         assert [e.reason for e in events if isinstance(e, asyncres.CallRejected)] == [
-            "pool_acquire_timeout"
+            "queue_timeout"
         ]
         stats = pool.statistics()
         assert (stats.timed_out, stats.waiting) == (1, 0)
@@ -363,7 +367,7 @@ async def test_waiter_cancelled_after_the_handoff_returns_the_connection() -> No
         assert pool.statistics().idle == 1
 
 
-async def test_cancel_mid_statement_returns_at_once_and_recovers_in_background() -> None:
+async def test_cancel_mid_statement_returns_at_once_and_resets_in_background() -> None:
     """A timed-out caller leaves immediately; the pool interrupts, rolls back, reuses."""
     driver = FakeDriver()
     async with make_pool(driver, max_size=1) as pool:
@@ -405,11 +409,11 @@ async def test_cancel_mid_transaction_in_run_rolls_back() -> None:
         assert_clean(pool, driver)
 
 
-async def test_recovery_that_overruns_discards_and_replaces_the_connection() -> None:
-    """A connection that cannot be rolled back within recovery_timeout is discarded."""
+async def test_reset_that_overruns_discards_and_replaces_the_connection() -> None:
+    """A connection that cannot be rolled back within reset_timeout is discarded."""
     driver = FakeDriver()
-    driver.recover_delay = 10.0
-    async with make_pool(driver, recovery_timeout=1.0) as pool:
+    driver.reset_delay = 10.0
+    async with make_pool(driver, reset_timeout=1.0) as pool:
         with capture_events() as events:
             with anyio.move_on_after(0.1):
                 async with pool.connection() as conn:
@@ -418,17 +422,15 @@ async def test_recovery_that_overruns_discards_and_replaces_the_connection() -> 
             await anyio.sleep(0.1)
             await settle(pool)
         assert conn.closed
-        assert [e.reason for e in events if isinstance(e, ConnectionDiscarded)] == [
-            "recovery_failed"
-        ]
+        assert [e.reason for e in events if isinstance(e, ConnectionDiscarded)] == ["reset_failed"]
         assert pool.statistics().size == 1  # min_size kept
         assert_clean(pool, driver)
 
 
-async def test_cancelled_during_inline_rollback_moves_recovery_to_background() -> None:
+async def test_cancelled_during_inline_rollback_moves_the_reset_to_background() -> None:
     """A caller cancelled while its error's rollback runs still leaks nothing."""
     driver = FakeDriver()
-    driver.recover_delay = 1.0
+    driver.reset_delay = 1.0
     async with make_pool(driver) as pool:
         with anyio.move_on_after(0.5):
             await pool.run(_raise, PermanentError("x"))
@@ -924,7 +926,7 @@ async def test_ten_thousand_randomly_cancelled_operations_leak_nothing() -> None
         ("health_ttl", -1.0),
         ("max_idle", 0.0),
         ("max_lifetime", 0.0),
-        ("recovery_timeout", float("inf")),
+        ("reset_timeout", float("inf")),
         ("close_timeout", float("nan")),
         ("retry", "yes"),
         ("breaker", object()),
@@ -948,10 +950,122 @@ def test_defaults_and_repr() -> None:
     assert (pool.min_size, pool.max_size, pool.max_queued) == (1, 10, 200)
     assert (pool.acquire_timeout, pool.statement_timeout, pool.connect_timeout) == (5.0, 30.0, 5.0)
     assert (pool.ping_after, pool.health_timeout, pool.health_ttl) == (1.0, 1.0, 1.0)
-    assert (pool.max_idle, pool.max_lifetime, pool.recovery_timeout) == (300.0, 1800.0, 2.0)
+    assert (pool.max_idle, pool.max_lifetime, pool.reset_timeout) == (300.0, 1800.0, 2.0)
     assert repr(pool) == (
         "<GuardedPool 'orders' fake new size=0 idle=0 in_use=0 waiting=0 min_size=1 max_size=10>"
     )
+
+
+CONFIGURATION = {
+    "min_size": 2,
+    "max_size": 4,
+    "acquire_timeout": 3.0,
+    "max_queued": 7,
+    "statement_timeout": 9.0,
+    "connect_timeout": 4.0,
+    "retry": None,
+    "breaker": None,
+    "ping_after": 0.5,
+    "health_timeout": 0.25,
+    "health_ttl": 2.0,
+    "max_idle": 60.0,
+    "max_lifetime": 600.0,
+    "reset_timeout": 1.5,
+    "close_timeout": 3.5,
+    "name": "ro",
+}
+
+
+@pytest.mark.parametrize("option", sorted(CONFIGURATION))
+def test_configuration_is_read_only(option: str) -> None:
+    """Assigning any configuration attribute raises AttributeError naming it; reading works."""
+    pool = GuardedPool(FakeDriver(), **CONFIGURATION)  # type: ignore[arg-type]
+    assert getattr(pool, option) == CONFIGURATION[option]
+    with pytest.raises(AttributeError, match=f"GuardedPool.{option} is read-only"):
+        setattr(pool, option, CONFIGURATION[option])
+    with pytest.raises(AttributeError, match=f"GuardedPool.{option} cannot be deleted"):
+        delattr(pool, option)
+    assert getattr(pool, option) == CONFIGURATION[option]
+
+
+async def test_assigning_max_size_is_refused_and_the_limit_stays() -> None:
+    """A refused assignment changes nothing: the pool still opens at most max_size connections."""
+    driver = FakeDriver()
+    async with make_pool(driver, min_size=0, max_size=1, max_queued=0) as pool:
+        with pytest.raises(AttributeError, match="max_size"):
+            pool.max_size = 5  # type: ignore[misc]
+        async with pool.connection():
+            with pytest.raises(PoolExhaustedError, match="queue_full"):
+                async with pool.connection():
+                    pass
+        assert len(driver.connections) == 1
+        await settle(pool)
+        assert_clean(pool, driver)
+
+
+def test_recovery_timeout_is_a_deprecated_alias_of_reset_timeout() -> None:
+    """The old option and attribute name still work, with a DeprecationWarning."""
+    with pytest.warns(DeprecationWarning, match="reset_timeout"):
+        pool = GuardedPool(FakeDriver(), recovery_timeout=0.75)
+    assert pool.reset_timeout == 0.75
+    with pytest.warns(DeprecationWarning, match="reset_timeout"):
+        assert pool.recovery_timeout == 0.75
+    deprecated = pytest.warns(DeprecationWarning, match="recovery_timeout")
+    with deprecated, pytest.raises(ValueError, match="`reset_timeout`"):
+        GuardedPool(FakeDriver(), reset_timeout=1.0, recovery_timeout=0.75)
+    deprecated = pytest.warns(DeprecationWarning, match="recovery_timeout")
+    with deprecated, pytest.raises(ValueError, match="`reset_timeout`"):
+        GuardedPool(FakeDriver(), recovery_timeout=-1.0)
+
+
+async def test_statistics_recovering_is_a_deprecated_alias_of_resetting() -> None:
+    """PoolStatistics.recovering still reads the resetting gauge, with a DeprecationWarning."""
+    driver = FakeDriver()
+    driver.reset_delay = 5.0
+    async with make_pool(driver, max_size=1) as pool:
+        with anyio.move_on_after(1.0):
+            async with pool.connection() as conn:
+                await conn.execute("SLOW", duration=10.0)
+        stats = pool.statistics()
+        assert stats.resetting == 1
+        with pytest.warns(DeprecationWarning, match="resetting"):
+            assert stats.recovering == 1
+        await settle(pool)
+        assert_clean(pool, driver)
+
+
+class OldNamesDriver(FakeDriver):
+    """A driver written against the old method names (needs_recovery / recover)."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("needs_reset", "reset"):
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+    def needs_recovery(self, conn: FakeConn) -> bool:
+        return FakeDriver.needs_reset(self, conn)
+
+    async def recover(self, conn: FakeConn, *, abandoned: bool) -> bool:
+        return await FakeDriver.reset(self, conn, abandoned=abandoned)
+
+
+async def test_a_driver_with_the_old_method_names_still_works() -> None:
+    """needs_recovery()/recover() drivers are adapted, with a DeprecationWarning."""
+    driver = OldNamesDriver()
+    with pytest.warns(DeprecationWarning, match="needs_reset"):
+        pool = make_pool(driver, max_size=1)
+    async with pool:
+        with anyio.move_on_after(1.0):
+            async with pool.connection() as conn:
+                await conn.execute("SLOW", duration=10.0)
+        await settle(pool)
+        assert pool.statistics().interrupted == 1
+        assert driver.connections[0].interrupts == 1
+        async with pool.connection() as conn:
+            conn.in_tx = True  # a transaction left open: reset inline on release
+        assert not driver.connections[0].in_tx
+        assert driver.connections[0].rollbacks == 1
+        assert_clean(pool, driver)
 
 
 def test_errors_pickle_and_say_what_happened() -> None:
@@ -959,17 +1073,17 @@ def test_errors_pickle_and_say_what_happened() -> None:
     import pickle
 
     exhausted = PoolExhaustedError(
-        "p", max_size=2, max_queued=3, reason="acquire_timeout", waited=1.5
+        "p", max_size=2, max_queued=3, reason="queue_timeout", waited=1.5
     )
     copy = pickle.loads(pickle.dumps(exhausted))
     assert (copy.name, copy.max_size, copy.max_queued, copy.reason, copy.waited) == (
         "p",
         2,
         3,
-        "acquire_timeout",
+        "queue_timeout",
         1.5,
     )
-    assert "acquire_timeout" in str(copy)
+    assert "queue_timeout" in str(copy)
     assert isinstance(pickle.loads(pickle.dumps(PoolClosedError("p"))), PoolClosedError)
     assert pickle.loads(pickle.dumps(ConnectTimeoutError(2.0))).timeout == 2.0
 

@@ -18,7 +18,7 @@ import anyio
 import asyncpg
 import pytest
 from asyncio_only import asyncio_test
-from pgserver import PostgresServer
+from local_postgres import PostgresServer
 
 import asyncres
 from asyncres import backoff
@@ -41,11 +41,11 @@ def pool_for(dsn: str, **options: Any) -> GuardedPool[Any]:
 
 
 async def settle(pool: GuardedPool[Any], seconds: float = 10.0) -> None:
-    """Wait (bounded, real time) for background recovery, opening and closing to finish."""
+    """Wait (bounded, real time) for background resets, opening and closing to finish."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         stats = pool.statistics()
-        busy = stats.recovering or stats.opening or stats.in_use or pool._closing
+        busy = stats.resetting or stats.opening or stats.in_use or pool._counts.closing
         if not busy and stats.size >= stats.min_size:
             return
         await anyio.sleep(0.005)

@@ -97,7 +97,7 @@ async def test_a_slowdown_under_steady_inserts_never_wedges_or_duplicates(
 
             # The pool never wedged and leaked nothing.
             stats = pool.statistics()
-            assert (stats.in_use, stats.waiting, stats.recovering) == (0, 0, 0)
+            assert (stats.in_use, stats.waiting, stats.resetting) == (0, 0, 0)
             sessions = await admin.fetch(
                 "SELECT state FROM pg_stat_activity WHERE application_name = $1", APP
             )

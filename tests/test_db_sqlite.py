@@ -48,11 +48,11 @@ async def count(pool: GuardedPool[aiosqlite.Connection]) -> int:
 
 
 async def settle(pool: GuardedPool[Any], seconds: float = 5.0) -> None:
-    """Wait (bounded, real time) for background recovery and closing to finish."""
+    """Wait (bounded, real time) for background resets and closing to finish."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         stats = pool.statistics()
-        if not (stats.recovering or stats.opening or stats.in_use or pool._closing):
+        if not (stats.resetting or stats.opening or stats.in_use or pool._counts.closing):
             return
         await anyio.sleep(0.005)
     raise AssertionError(f"the pool did not settle: {pool!r}")

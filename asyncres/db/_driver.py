@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Awaitable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
-__all__ = ["CONNECTION", "TRANSIENT", "Driver"]
+__all__ = ["CONNECTION", "TRANSIENT", "Driver", "reset_capable"]
 
 C = TypeVar("C")
 
@@ -47,8 +48,12 @@ class Driver(Protocol[C]):
         """Cheap local check: is ``conn`` known to be closed or unusable?"""
         ...
 
-    def needs_recovery(self, conn: C) -> bool:
-        """Cheap local check: is ``conn`` in a transaction or still finishing a statement?"""
+    def needs_reset(self, conn: C) -> bool:
+        """Cheap local check: is ``conn`` in a transaction or still finishing a statement?
+
+        (Formerly ``needs_recovery``: a driver with the old names still works until 0.3,
+        with a ``DeprecationWarning`` when the pool is built.)
+        """
         ...
 
     def prepare(self, conn: C, left: float | None) -> Awaitable[None] | None:
@@ -76,8 +81,10 @@ class Driver(Protocol[C]):
         """The checkout ended: drop its statement limit (synchronous, no I/O)."""
         ...
 
-    async def recover(self, conn: C, *, abandoned: bool) -> bool:
+    async def reset(self, conn: C, *, abandoned: bool) -> bool:
         """Make ``conn`` clean again after a failed checkout: roll back; raise if unusable.
+
+        (Formerly ``recover``.)
 
         ``abandoned`` means the caller was cancelled (or its deadline fired): a statement
         may still be running, and must be stopped rather than waited for. Returns whether
@@ -88,3 +95,31 @@ class Driver(Protocol[C]):
     def classify(self, exc: BaseException) -> int:
         """`TRANSIENT` and/or `CONNECTION` flags for an error, or 0."""
         ...
+
+
+class _RenamedMethods:
+    """A driver written against the old names (``needs_recovery``, ``recover``), adapted."""
+
+    def __init__(self, driver: Any) -> None:
+        self._wrapped = driver
+        self.needs_reset = driver.needs_recovery
+        self.reset = driver.recover
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+    def __repr__(self) -> str:
+        return repr(self._wrapped)
+
+
+def reset_capable(driver: Driver[C]) -> Driver[C]:
+    """``driver`` itself, or an adapter when it still has the pre-0.2 method names."""
+    if hasattr(driver, "reset") or not hasattr(driver, "recover"):
+        return driver
+    warnings.warn(
+        f"{type(driver).__name__}: the Driver methods needs_recovery() and recover() are "
+        "deprecated: rename them needs_reset() and reset()",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return cast("Driver[C]", _RenamedMethods(driver))

@@ -28,8 +28,8 @@ class PoolExhaustedError(RejectedError):
     """No connection became free in time; the operation never ran.
 
     ``reason`` is ``"queue_full"`` (``max_queued`` callers were already waiting: failed at
-    once) or ``"acquire_timeout"`` (waited ``acquire_timeout`` seconds). ``waited`` is how
-    long this caller waited, in seconds.
+    once) or ``"queue_timeout"`` (waited ``acquire_timeout`` seconds), the same string as
+    on the `CallRejected` event. ``waited`` is how long this caller waited, in seconds.
     """
 
     __module__ = "asyncres.db"
@@ -62,9 +62,12 @@ class PoolExhaustedError(RejectedError):
 
 
 class PoolClosedError(RejectedError):
-    """The pool is closed or closing: no new operation starts."""
+    """The pool is closed or closing: no new operation starts (``reason`` is ``"closed"``)."""
 
     __module__ = "asyncres.db"
+
+    #: The rejection reason, as on the `CallRejected` event.
+    reason = "closed"
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name

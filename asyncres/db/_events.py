@@ -1,7 +1,8 @@
 """Events of `asyncres.db` pools (delivered like every asyncres event, see `asyncres.Event`).
 
 A pool also emits the core `asyncres.CallRejected` when it refuses an operation, with
-``reason`` ``"pool_queue_full"``, ``"pool_acquire_timeout"`` or ``"pool_closed"``.
+``reason`` ``"queue_full"``, ``"queue_timeout"`` or ``"closed"``: the same string as the
+``reason`` of the `PoolExhaustedError` / `PoolClosedError` it raises.
 """
 
 import logging
@@ -40,9 +41,9 @@ class ConnectionDiscarded(Event):
     """A connection was thrown away because it could not be trusted any more.
 
     ``reason``: ``"broken"`` (a connection-level error), ``"ping_failed"`` (the pre-ping
-    on checkout failed), ``"recovery_failed"`` (it could not be rolled back in time after a
-    failure or cancellation) or ``"closed"`` (the driver reports it closed). The pool
-    replaces it as needed.
+    on checkout failed), ``"reset_failed"`` (it could not be reset, i.e. rolled back, in
+    time after a failure or cancellation) or ``"closed"`` (the driver reports it closed).
+    The pool replaces it as needed.
     """
 
     __module__ = "asyncres.db"

@@ -155,7 +155,7 @@ class PostgresDriver:
     def is_broken(self, conn: Any) -> bool:
         return bool(conn.is_closed())
 
-    def needs_recovery(self, conn: Any) -> bool:
+    def needs_reset(self, conn: Any) -> bool:
         if conn.is_in_transaction() or getattr(conn, "_top_xact", None) is not None:
             return True
         is_cancelling = getattr(conn._protocol, "_is_cancelling", None)
@@ -214,7 +214,7 @@ class PostgresDriver:
     def release(self, conn: Any) -> None:
         return None
 
-    async def recover(self, conn: Any, *, abandoned: bool) -> bool:
+    async def reset(self, conn: Any, *, abandoned: bool) -> bool:
         # When the waiting task was cancelled (or command_timeout fired), asyncpg already
         # sent the server a cancel request: wait for it to land, then roll back.
         protocol = conn._protocol

@@ -227,7 +227,7 @@ class SqliteDriver:
     def is_broken(self, conn: aiosqlite.Connection) -> bool:
         return getattr(conn, "_connection", None) is None or not getattr(conn, "_running", True)
 
-    def needs_recovery(self, conn: aiosqlite.Connection) -> bool:
+    def needs_reset(self, conn: aiosqlite.Connection) -> bool:
         try:
             return bool(conn.in_transaction)
         except Exception:
@@ -272,7 +272,7 @@ class SqliteDriver:
             except Exception:
                 pass
 
-    async def recover(self, conn: aiosqlite.Connection, *, abandoned: bool) -> bool:
+    async def reset(self, conn: aiosqlite.Connection, *, abandoned: bool) -> bool:
         stopped = False
         if abandoned:
             # Is a statement still running in the worker thread? A no-op queued behind it

@@ -21,6 +21,7 @@ from ._deadline import remaining as remaining
 from ._deadline import timeout as timeout
 from ._events import CallRejected as CallRejected
 from ._events import CircuitClosed as CircuitClosed
+from ._events import CircuitDisabled as CircuitDisabled
 from ._events import CircuitHalfOpened as CircuitHalfOpened
 from ._events import CircuitOpened as CircuitOpened
 from ._events import Event as Event
@@ -61,6 +62,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitBreakerStatistics",
     "CircuitClosed",
+    "CircuitDisabled",
     "CircuitHalfOpened",
     "CircuitOpenError",
     "CircuitOpened",

@@ -1,278 +1,42 @@
 """CircuitBreaker: stop calling a dependency that keeps failing, and probe it to recover.
 
-States (`CircuitState`)::
+The public class is thin: its options (read-only `Setting` attributes) and its faces, with the
+closed fast path inlined. The rest lives in three modules, each replaceable on its own:
 
-    CLOSED ──trip──▶ OPEN ──recovery time passed, next call──▶ HALF_OPEN
-      ▲                ▲                                          │
-      │                └──────────── a probe failed ──────────────┤
-      └──────────────── success_threshold probes succeeded ───────┘
+- `_breaker_config`: the options, checked once (``ValueError`` naming the parameter);
+- `_breaker_state`: `CircuitStateController`, the state machine (admission, trip rules,
+  recovery, probes, manual control, events, statistics, the clock);
+- `_health_metrics`: the sliding windows behind the `HealthMetrics` record/snapshot
+  interface (the seam a shared Redis store will implement).
 
-    ISOLATED (manual, rejects everything)   DISABLED (manual, admits everything, records)
-
-Trip rules (the union of Resilience4j, Polly and Failsafe): ``failure_threshold``
-consecutive failures, and/or a failure rate (and a slow-call rate) over a sliding window of
-the last ``window`` calls or seconds, once the window holds ``min_calls`` calls.
-
-Cost. The closed success path reads no clock and allocates nothing: it bumps a counter.
-Counted successes are dated in batches of at most 64 (`_BATCH`): the first success of a
-batch and the moment the batch is folded into the window (64th success, any failure,
-`statistics()`) read the clock, and the batch is spread evenly over that
-interval. Under load a batch spans microseconds, so the time window is exact in practice;
-at a trickle it is a uniform estimate within the span of 64 calls. Count windows are exact.
-Failures are dated exactly. Every update is O(1) (amortised for count windows): time
-buckets and a ring of failure positions, with subtract-on-evict.
-
-Bookkeeping is synchronous (no ``await`` between reading and writing state), so the breaker
-is correct under concurrency without a lock, and no lock is ever held across your call.
+Cost. The closed success path reads no clock and allocates nothing: one flag test, one
+``await`` in a ``try``, one counter decrement. Every 64th success (and every failure) leaves
+it for the controller, which dates the batch into the window (see `_breaker_state`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import enum
 import functools
-import math
 import random
-from asyncio.events import _get_running_loop
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
-from dataclasses import dataclass
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
-from . import _validation
 from ._backoff import Backoff
-from ._clock import Clock, resolve_clock
-from ._events import CallRejected, CircuitClosed, CircuitHalfOpened, CircuitOpened, Listener, emit
-from ._exceptions import CircuitOpenError, RejectedError
-from ._matching import ErrorFilter, matcher
+from ._breaker_config import breaker_config
+from ._breaker_state import NO_PROBE, CircuitBreakerStatistics, CircuitState, CircuitStateController
+from ._clock import Clock
+from ._events import Listener
+from ._health_metrics import CountWindow, HealthMetrics, TimeWindow
+from ._matching import ErrorFilter
 from ._policy import PolicyFaces
+from ._setting import Setting
 
 __all__ = ["CircuitBreaker", "CircuitBreakerStatistics", "CircuitState"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
-
-#: Successes counted before they are dated and folded into the window.
-_BATCH = 64
-#: Buckets of a time window (Polly, Hystrix: 10).
-_BUCKETS = 10
-
-_DEFAULT_FAILURE_RATE = 0.5  # Resilience4j, Hystrix
-_DEFAULT_WINDOW_SECONDS = 60.0
-_DEFAULT_WINDOW_CALLS = 100  # Resilience4j
-_DEFAULT_RECOVERY_TIME = 30.0
-
-
-class CircuitState(enum.Enum):
-    """The state of a `CircuitBreaker`.
-
-    ``CLOSED``: calls pass and are recorded. ``OPEN``: calls are rejected until the recovery
-    time has passed. ``HALF_OPEN``: up to ``half_open_max_calls`` probe calls at a time.
-    ``ISOLATED``: forced open by `CircuitBreaker.isolate` until `CircuitBreaker.reset`.
-    ``DISABLED``: every call passes and is recorded, the breaker never trips
-    (`CircuitBreaker.disable`).
-    """
-
-    __module__ = "asyncres"
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-    ISOLATED = "isolated"
-    DISABLED = "disabled"
-
-    def __repr__(self) -> str:
-        return f"CircuitState.{self.name}"
-
-
-_CLOSED = CircuitState.CLOSED
-_OPEN = CircuitState.OPEN
-_HALF_OPEN = CircuitState.HALF_OPEN
-_ISOLATED = CircuitState.ISOLATED
-_DISABLED = CircuitState.DISABLED
-
-#: The probe ticket of a call that is not a probe.
-_NO_PROBE = -1
-#: `CircuitBreaker._left` while the lean path is closed: any success that sees it is stale.
-_OFF = -(1 << 62)
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitBreakerStatistics:
-    """A snapshot of a `CircuitBreaker` (the window as of the moment it was taken)."""
-
-    __module__ = "asyncres"
-
-    state: CircuitState
-    #: Calls recorded in the current window (successes, failures, excluded errors).
-    calls: int
-    #: Failures among them.
-    failures: int
-    #: Calls slower than ``slow_call_duration`` among them (0 when not measured).
-    slow_calls: int
-    #: ``failures / calls`` (0.0 for an empty window).
-    failure_rate: float
-    #: ``slow_calls / calls`` (0.0 for an empty window).
-    slow_call_rate: float
-    #: Failures since the last success.
-    consecutive_failures: int
-    #: Loop time when the breaker last opened (``None`` unless OPEN, HALF_OPEN or ISOLATED).
-    opened_at: float | None
-    #: Seconds until a probe is admitted (OPEN); the current recovery time (HALF_OPEN,
-    #: ISOLATED); ``None`` otherwise.
-    retry_after: float | None
-    #: Probe calls running now (HALF_OPEN).
-    probes_in_flight: int
-    #: Calls rejected with `CircuitOpenError` since the breaker was created.
-    rejected: int
-    #: Times the breaker opened (tripped, a probe failed, or isolated) since it was created.
-    times_opened: int
-
-
-# -- sliding windows ----------------------------------------------------------------------
-
-
-class _TimeWindow:
-    """Outcomes of the last ``seconds``, in 10 buckets (the window slides a bucket at a time)."""
-
-    __slots__ = ("_calls", "_current", "_failures", "_slows", "calls", "failures", "slows", "width")
-
-    def __init__(self, seconds: float) -> None:
-        self.width = seconds / _BUCKETS
-        self._calls = [0] * _BUCKETS
-        self._failures = [0] * _BUCKETS
-        self._slows = [0] * _BUCKETS
-        self._current: int | None = None
-        self.calls = self.failures = self.slows = 0
-
-    def reset(self) -> None:
-        for counts in (self._calls, self._failures, self._slows):
-            counts[:] = [0] * _BUCKETS
-        self._current = None
-        self.calls = self.failures = self.slows = 0
-
-    def advance(self, now: float) -> int:
-        """Evict the buckets that left the window by ``now``; return ``now``'s bucket."""
-        bucket = int(now // self.width)
-        current = self._current
-        if current is None or bucket < current or bucket - current >= _BUCKETS:
-            # First use, a long pause, or a clock that went backwards (a new event loop).
-            if self.calls:
-                self.reset()
-        elif bucket > current:
-            calls, failures, slows = self._calls, self._failures, self._slows
-            for expired in range(current + 1, bucket + 1):
-                i = expired % _BUCKETS
-                self.calls -= calls[i]
-                self.failures -= failures[i]
-                self.slows -= slows[i]
-                calls[i] = failures[i] = slows[i] = 0
-        self._current = bucket
-        return bucket
-
-    def add_successes(self, count: int, since: float, now: float) -> None:
-        """Add ``count`` successes that happened evenly over ``[since, now]``."""
-        bucket = self.advance(now)
-        width = self.width
-        first = int(since // width)
-        if since >= now or first >= bucket:
-            self._calls[bucket % _BUCKETS] += count
-            self.calls += count
-            return
-        span = now - since
-        oldest = bucket - _BUCKETS + 1
-        if first < oldest:  # the part before the window is dropped
-            first = oldest
-            assigned = round(count * (first * width - since) / span)
-        else:
-            assigned = 0
-        calls = self._calls
-        for b in range(first, bucket + 1):
-            upto = count if b == bucket else round(count * ((b + 1) * width - since) / span)
-            calls[b % _BUCKETS] += upto - assigned
-            self.calls += upto - assigned
-            assigned = upto
-
-    def add(self, now: float, failed: bool, slow: bool) -> None:
-        i = self.advance(now) % _BUCKETS
-        self._calls[i] += 1
-        self.calls += 1
-        if failed:
-            self._failures[i] += 1
-            self.failures += 1
-        if slow:
-            self._slows[i] += 1
-            self.slows += 1
-
-
-class _CountWindow:
-    """Outcomes of the last ``size`` calls: a call counter and the positions of failures."""
-
-    __slots__ = ("_failed", "_seq", "_slow", "size")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._seq = 0
-        self._failed: deque[int] = deque()
-        self._slow: deque[int] = deque()
-
-    @property
-    def calls(self) -> int:
-        return min(self._seq, self.size)
-
-    @property
-    def failures(self) -> int:
-        return len(self._failed)
-
-    @property
-    def slows(self) -> int:
-        return len(self._slow)
-
-    def reset(self) -> None:
-        self._seq = 0
-        self._failed.clear()
-        self._slow.clear()
-
-    def advance(self, now: float) -> int:
-        return 0
-
-    def add_successes(self, count: int, since: float, now: float) -> None:
-        self._seq += count
-        self._evict()
-
-    def add(self, now: float, failed: bool, slow: bool) -> None:
-        self._seq = seq = self._seq + 1
-        if failed:
-            self._failed.append(seq)
-        if slow:
-            self._slow.append(seq)
-        self._evict()
-
-    def _evict(self) -> None:
-        oldest = self._seq - self.size
-        for positions in (self._failed, self._slow):
-            while positions and positions[0] <= oldest:
-                positions.popleft()
-
-
-def _current_task() -> object:
-    """The running task (asyncio or trio): who is inside an ``async with breaker`` block.
-
-    ``None`` outside any task (a coroutine closed by the garbage collector).
-    """
-    loop = _get_running_loop()
-    if loop is not None:
-        return asyncio.current_task(loop)
-    try:
-        import trio
-
-        return trio.lowlevel.current_task()
-    except (ImportError, RuntimeError):
-        return None
-
-
-# -- the breaker --------------------------------------------------------------------------
 
 
 class CircuitBreaker(PolicyFaces):
@@ -308,64 +72,60 @@ class CircuitBreaker(PolicyFaces):
     **Faces.** ``await breaker.call(fn, *args, **kwargs)``, ``await breaker.execute(fn)``,
     ``@breaker`` (keeps the signature) and ``async with breaker: ...``.
 
-    **Manual control.** `isolate` (force open), `reset` (close), `disable` (admit
-    everything, keep recording, never trip). `state` and `statistics` report.
+    **Manual control.** `isolate` (force open, emits `CircuitOpened`), `reset` (close,
+    emits `CircuitClosed`), `disable` (admit everything, keep recording, never trip; emits
+    `CircuitDisabled`). `state` and `statistics` report.
+
+    **Configuration** is read-only after construction: assigning ``breaker.failure_rate``
+    (or any option) raises ``AttributeError``; build a new breaker instead.
 
     Not thread-safe: use a breaker from one event loop at a time (as anyio primitives).
     """
 
     __slots__ = (
-        "_clock",
-        "_clock_injected",
-        "_consecutive",
-        "_delay",
-        "_delays",
-        "_epoch",
+        "_controller",
         "_exclude",
+        "_failure_rate",
+        "_failure_threshold",
         "_gate",
+        "_half_open_max_calls",
         "_left",
-        "_listeners",
-        "_match",
         "_min_calls",
-        "_opened_at",
-        "_pending",
-        "_pending_since",
-        "_phase",
-        "_probe_successes",
-        "_probes",
-        "_rejected",
-        "_state",
-        "_tickets",
-        "_time_window",
-        "_times_opened",
+        "_name",
+        "_on",
+        "_recovery_backoff",
+        "_recovery_time",
+        "_rng",
+        "_slow_call_duration",
+        "_slow_call_rate",
+        "_success_threshold",
         "_window",
-        "exclude",
-        "failure_rate",
-        "failure_threshold",
-        "half_open_max_calls",
-        "min_calls",
-        "name",
-        "on",
-        "recovery_backoff",
-        "recovery_time",
-        "rng",
-        "slow_call_duration",
-        "slow_call_rate",
-        "success_threshold",
-        "window",
-        "window_type",
+        "_window_type",
     )
 
     __module__ = "asyncres"
 
-    # The lean path runs when the state is CLOSED or DISABLED and durations are not
-    # measured (`_gate`). Its successes count down `_left` (which is `_OFF` when the lean
-    # path is closed); at 0 the batch bookkeeping runs. Successes counted but not yet
-    # folded into the window: `_pending + _phase - _left`.
+    failure_threshold: Setting[int | None] = Setting()
+    failure_rate: Setting[float | None] = Setting()
+    window: Setting[float] = Setting()
+    window_type: Setting[Literal["time", "count"]] = Setting()
+    min_calls: Setting[int] = Setting()
+    slow_call_duration: Setting[float | None] = Setting()
+    slow_call_rate: Setting[float] = Setting()
+    recovery_time: Setting[float | None] = Setting()
+    recovery_backoff: Setting[Backoff | None] = Setting()
+    half_open_max_calls: Setting[int] = Setting()
+    success_threshold: Setting[int] = Setting()
+    on: Setting[ErrorFilter] = Setting()
+    exclude: Setting[ErrorFilter] = Setting()
+    name: Setting[str | None] = Setting()
+    rng: Setting[random.Random | None] = Setting()
+
+    # The lean gate (written by the controller, read here in one attribute load each):
+    # `_gate` is true while the state is CLOSED or DISABLED and durations are not measured;
+    # `_left` counts down the successes left in the current batch (negative: stale).
     _gate: bool
     _left: int
-    _phase: int
-    _pending: int
 
     def __init__(
         self,
@@ -388,136 +148,76 @@ class CircuitBreaker(PolicyFaces):
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if failure_threshold is not None:
-            failure_threshold = _validation.count("failure_threshold", failure_threshold, minimum=1)
-        if failure_rate is not None:
-            failure_rate = _validation.ratio("failure_rate", failure_rate)
-            if failure_rate == 0.0:
-                raise ValueError("`failure_rate` must be > 0, got 0.0")
-        elif failure_threshold is None:
-            failure_rate = _DEFAULT_FAILURE_RATE
-        self.failure_threshold = failure_threshold
-        self.failure_rate = failure_rate
-
-        if window_type == "time":
-            if window is None:
-                window = _DEFAULT_WINDOW_SECONDS
-            window = _validation.finite_positive("window", window)
-            self._window: _TimeWindow | _CountWindow = _TimeWindow(window)
-        elif window_type == "count":
-            if window is None:
-                window = _DEFAULT_WINDOW_CALLS
-            if isinstance(window, bool) or not isinstance(window, int):
-                raise ValueError(
-                    f"`window` must be a whole number of calls with window_type='count', "
-                    f"got {window!r}"
-                )
-            window = _validation.count("window", window, minimum=1)
-            self._window = _CountWindow(window)
-        else:
-            raise ValueError(f"`window_type` must be 'time' or 'count', got {window_type!r}")
-        self.window = window
-        self.window_type = window_type
-        self._time_window = window_type == "time"
-
-        self.min_calls = _validation.count("min_calls", min_calls, minimum=1)
-        # A count window never holds more than `window` calls.
-        self._min_calls = min(self.min_calls, int(window)) if window_type == "count" else min_calls
-
-        if slow_call_duration is not None:
-            slow_call_duration = _validation.positive("slow_call_duration", slow_call_duration)
-        self.slow_call_duration = slow_call_duration
-        self.slow_call_rate = _validation.ratio("slow_call_rate", slow_call_rate)
-        if self.slow_call_rate == 0.0:
-            raise ValueError("`slow_call_rate` must be > 0, got 0.0")
-
-        if recovery_backoff is not None:
-            if recovery_time is not None:
-                raise ValueError(
-                    "pass `recovery_time` or `recovery_backoff`, not both: the backoff's "
-                    "delays are the recovery times"
-                )
-            if not callable(getattr(recovery_backoff, "delays", None)):
-                raise ValueError(
-                    f"`recovery_backoff` must have a delays() method, got {recovery_backoff!r}"
-                )
-        elif recovery_time is None:
-            recovery_time = _DEFAULT_RECOVERY_TIME
-        else:
-            recovery_time = _validation.non_negative("recovery_time", recovery_time)
-            if math.isinf(recovery_time):
-                raise ValueError("`recovery_time` must be finite, got inf")
-        self.recovery_time = recovery_time
-        self.recovery_backoff = recovery_backoff
-        self.rng = rng
-
-        self.half_open_max_calls = _validation.count(
-            "half_open_max_calls", half_open_max_calls, minimum=1
+        config = breaker_config(
+            failure_threshold=failure_threshold,
+            failure_rate=failure_rate,
+            window=window,
+            window_type=window_type,
+            min_calls=min_calls,
+            slow_call_duration=slow_call_duration,
+            slow_call_rate=slow_call_rate,
+            recovery_time=recovery_time,
+            recovery_backoff=recovery_backoff,
+            half_open_max_calls=half_open_max_calls,
+            success_threshold=success_threshold,
+            on=on,
+            exclude=exclude,
+            name=name,
+            listeners=listeners,
+            clock=clock,
+            rng=rng,
         )
-        self.success_threshold = _validation.count(
-            "success_threshold", success_threshold, minimum=1
-        )
-        if on == ():
-            raise ValueError("`on` must name at least one exception type")
-        self._match = matcher(on, "on")
-        self._exclude = matcher(exclude, "exclude")
-        self.on = on
-        self.exclude = exclude
-        self.name = name
-        self._listeners = tuple(listeners)
-        for listener in self._listeners:
-            if not callable(listener):
-                raise ValueError(f"`listeners` must be callables, got {listener!r}")
-        if clock is not None and not callable(clock):
-            raise ValueError(f"`clock` must be callable, got {clock!r}")
-        self._clock = clock
-        self._clock_injected = clock is not None
-
-        self._state = _CLOSED
-        self._gate = slow_call_duration is None
-        self._pending = 0
-        self._phase = self._first_phase()
-        self._left = self._phase if self._gate else _OFF
-        self._pending_since = 0.0
-        self._consecutive = 0
-        self._epoch = 0
-        self._probes = 0
-        self._probe_successes = 0
-        self._opened_at: float | None = None
-        self._delay = recovery_time if recovery_time is not None else 0.0
-        self._delays: Iterator[float] | None = None
-        self._rejected = 0
-        self._times_opened = 0
-        # Who is inside `async with breaker` on the guarded path: task -> [(probe, start)].
-        self._tickets: dict[object, list[tuple[int, float | None]]] = {}
+        self._failure_threshold = config.failure_threshold
+        self._failure_rate = config.failure_rate
+        self._window = config.window
+        self._window_type = config.window_type
+        self._min_calls = config.min_calls
+        self._slow_call_duration = config.slow_call_duration
+        self._slow_call_rate = config.slow_call_rate
+        self._recovery_time = config.recovery_time
+        self._recovery_backoff = config.recovery_backoff
+        self._half_open_max_calls = config.half_open_max_calls
+        self._success_threshold = config.success_threshold
+        self._on = config.on
+        self._exclude = config.exclude
+        self._name = config.name
+        self._rng = config.rng
+        metrics: HealthMetrics
+        if config.window_type == "time":
+            metrics = TimeWindow(config.window)
+        else:
+            metrics = CountWindow(int(config.window))
+        self._controller = CircuitStateController(config, metrics, self)
 
     def __repr__(self) -> str:
         parts = []
-        if self.name:
-            parts.append(f"name={self.name!r}")
-        parts.append(f"state={self._state.value}")
-        if self.failure_threshold is not None:
-            parts.append(f"failure_threshold={self.failure_threshold}")
-        if self.failure_rate is not None:
-            parts.append(f"failure_rate={self.failure_rate!r}")
-        unit = "s" if self._time_window else " calls"
-        parts.append(f"window={self.window!r}{unit}")
-        parts.append(f"min_calls={self.min_calls}")
-        if self.slow_call_duration is not None:
-            parts.append(f"slow_call_duration={self.slow_call_duration!r}")
-        if self.recovery_backoff is not None:
-            parts.append(f"recovery_backoff={self.recovery_backoff!r}")
+        if self._name:
+            parts.append(f"name={self._name!r}")
+        parts.append(f"state={self._controller.state.value}")
+        if self._failure_threshold is not None:
+            parts.append(f"failure_threshold={self._failure_threshold}")
+        if self._failure_rate is not None:
+            parts.append(f"failure_rate={self._failure_rate!r}")
+        unit = "s" if self._window_type == "time" else " calls"
+        parts.append(f"window={self._window!r}{unit}")
+        parts.append(f"min_calls={self._min_calls}")
+        if self._slow_call_duration is not None:
+            parts.append(f"slow_call_duration={self._slow_call_duration!r}")
+        if self._recovery_backoff is not None:
+            parts.append(f"recovery_backoff={self._recovery_backoff!r}")
         else:
-            parts.append(f"recovery_time={self.recovery_time!r}")
+            parts.append(f"recovery_time={self._recovery_time!r}")
         return f"CircuitBreaker({', '.join(parts)})"
 
     @property
     def state(self) -> CircuitState:
         """The current state. OPEN becomes HALF_OPEN lazily, when a call arrives."""
-        return self._state
+        return self._controller.state
 
     # -- faces ----------------------------------------------------------------------------
-    # The closed success path is flat: one flag test, one await in a try, one counter.
+    # The one closed fast path is `call` (the decorator binds it, see `_BoundCall`). Only
+    # `__aexit__` repeats its three-line counter: a shared helper would cost the
+    # `async with` face a Python call per success (~40 ns, 10 % of its budget).
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` through the breaker.
@@ -530,40 +230,23 @@ class CircuitBreaker(PolicyFaces):
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            self._complete(_NO_PROBE, exc, None)
+            self._controller.complete(NO_PROBE, exc, None)
             raise
         left = self._left - 1
         if left > 0:
             self._left = left
         else:
-            self._counted(left)
+            self._controller.counted(left)
         return result
 
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate an async function: every call goes through the breaker."""
-        breaker = self
-
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            if not breaker._gate:
-                return await breaker._call_guarded(fn, args, kwargs)
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                breaker._complete(_NO_PROBE, exc, None)
-                raise
-            left = breaker._left - 1
-            if left > 0:
-                breaker._left = left
-            else:
-                breaker._counted(left)
-            return result
-
-        return wrapper
+        wrapper = functools.wraps(fn)(_BoundCall(CircuitBreaker.call, self, fn))
+        return cast("Callable[P, Coroutine[Any, Any, T]]", wrapper)
 
     async def __aenter__(self) -> None:
         if not self._gate:
-            self._enter_guarded()
+            self._controller.enter_block()
 
     async def __aexit__(
         self,
@@ -576,249 +259,32 @@ class CircuitBreaker(PolicyFaces):
             if left > 0:
                 self._left = left
             elif left < 0 and not self._gate:
-                self._exit_guarded(None)
+                self._controller.exit_block(None)
             else:
-                self._counted(left)
+                self._controller.counted(left)
         elif not self._gate:
-            self._exit_guarded(exc)
+            self._controller.exit_block(exc)
         elif isinstance(exc, Exception):
-            self._complete(_NO_PROBE, exc, None)
+            self._controller.complete(NO_PROBE, exc, None)
         # Cancellation and other BaseExceptions: not counted, never suppressed.
 
     async def _call_guarded(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
         """``call`` when the circuit is not closed, or when call durations are measured."""
-        probe = self._admit()
-        start = self._now() if self.slow_call_duration is not None else None
+        controller = self._controller
+        probe = controller.admit()
+        start = controller.start()
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            self._complete(probe, exc, start)
+            controller.complete(probe, exc, start)
             raise
         except BaseException:
-            self._abandon(probe)
+            controller.abandon(probe)
             raise
-        self._complete(probe, None, start)
+        controller.complete(probe, None, start)
         return result
-
-    def _enter_guarded(self) -> None:
-        probe = self._admit()
-        start = self._now() if self.slow_call_duration is not None else None
-        if probe != _NO_PROBE or start is not None:
-            self._tickets.setdefault(_current_task(), []).append((probe, start))
-
-    def _exit_guarded(self, exc: BaseException | None) -> None:
-        probe: int = _NO_PROBE
-        start: float | None = None
-        if self._tickets:
-            task = _current_task()
-            stack = self._tickets.get(task)
-            if stack:
-                probe, start = stack.pop()
-                if not stack:
-                    del self._tickets[task]
-        if exc is not None and not isinstance(exc, Exception):
-            self._abandon(probe)
-        else:
-            self._complete(probe, exc, start)
-
-    # -- admission and outcomes -----------------------------------------------------------
-
-    def _admit(self) -> int:
-        """Admit a call or raise `CircuitOpenError`. Returns the probe ticket (or -1)."""
-        state = self._state
-        if state is _CLOSED or state is _DISABLED:
-            return _NO_PROBE
-        if state is _HALF_OPEN:
-            if self._probes < self.half_open_max_calls:
-                self._probes += 1
-                return self._epoch
-            raise self._rejection("half_open_full", self._delay)
-        if state is _OPEN:
-            now = self._now()
-            opened_at = self._opened_at
-            if opened_at is None or opened_at > now:  # forced open, or a new event loop
-                opened_at = self._opened_at = now
-            wait = opened_at + self._delay - now
-            if wait <= 0.0:
-                self._to_half_open()
-                self._probes = 1
-                return self._epoch
-            raise self._rejection("circuit_open", wait)
-        raise self._rejection("circuit_open", self._delay)  # ISOLATED
-
-    def _rejection(self, reason: str, retry_after: float) -> CircuitOpenError:
-        self._rejected += 1
-        emit(self._listeners, CallRejected(self.name, reason))
-        return CircuitOpenError(self.name, retry_after=retry_after)
-
-    def _abandon(self, probe: int) -> None:
-        """A call ended without an outcome (cancelled): free its probe slot, count nothing."""
-        if probe == self._epoch and self._state is _HALF_OPEN:
-            self._probes -= 1
-
-    def _is_failure(self, exc: Exception) -> bool:
-        return self._match(exc) and not self._exclude(exc)
-
-    def _complete(self, probe: int, exc: Exception | None, start: float | None) -> None:
-        """Record the outcome of a call that returned (``exc is None``) or raised ``exc``."""
-        if isinstance(exc, RejectedError):
-            # An inner breaker, bulkhead or pool refused the call: it never reached the
-            # dependency, so it says nothing about the dependency's health.
-            self._abandon(probe)
-            return
-        failed = exc is not None and self._is_failure(exc)
-        now: float | None = None
-        slow = False
-        if start is not None:
-            now = self._now()
-            slow = now - start > self.slow_call_duration  # type: ignore[operator]
-        if probe == self._epoch and self._state is _HALF_OPEN:
-            self._probes -= 1
-            if failed or slow:
-                self._to_open(
-                    self._now() if now is None else now,
-                    "probe failed" if failed else "probe was slow",
-                )
-            else:
-                self._probe_successes += 1
-                if self._probe_successes >= self.success_threshold:
-                    self._to_closed()
-            return
-        state = self._state
-        if state is not _CLOSED and state is not _DISABLED:
-            return  # admitted before the circuit opened: its outcome is stale
-        if now is None:
-            if not failed and self._gate:
-                left = self._left - 1
-                if left > 0:
-                    self._left = left
-                else:
-                    self._counted(left)
-                return
-            now = self._now()
-        self._fold(now)
-        self._window.add(now, failed, slow)
-        if failed:
-            self._consecutive += 1
-        else:
-            self._consecutive = 0
-        if state is _CLOSED:
-            self._check_trip(now, failed, slow)
-
-    def _first_phase(self) -> int:
-        # A time window dates a batch from its first success: that one ends a phase alone.
-        return 1 if self._time_window else _BATCH
-
-    def _counted(self, left: int) -> None:
-        """A lean-path success took ``_left`` to ``left`` <= 0."""
-        if left < 0:
-            return  # admitted while closed, finished after the circuit opened: stale
-        self._left = 0
-        if self._phase == 1 and self._time_window:
-            self._pending += 1
-            self._pending_since = self._now()
-            self._phase = self._left = _BATCH - 1
-        else:
-            self._fold(self._now() if self._time_window else 0.0)
-
-    def _fold(self, now: float) -> None:
-        """Date the counted successes (spread since the batch began) into the window."""
-        left = self._left
-        if left < 0:
-            self._window.advance(now)
-            return
-        count = self._pending + self._phase - left
-        if count:
-            self._pending = 0
-            self._phase = self._left = self._first_phase()
-            self._consecutive = 0
-            self._window.add_successes(count, self._pending_since, now)
-        else:
-            self._window.advance(now)
-
-    def _check_trip(self, now: float, failed: bool, slow: bool) -> None:
-        threshold = self.failure_threshold
-        if failed and threshold is not None and self._consecutive >= threshold:
-            self._to_open(now, f"{self._consecutive} consecutive failures")
-            return
-        window = self._window
-        calls = window.calls
-        if calls < self._min_calls:
-            return
-        rate = self.failure_rate
-        if failed and rate is not None:
-            observed = window.failures / calls
-            if observed >= rate:
-                self._to_open(now, f"failure rate {observed:.2f} >= {rate:g} over {calls} calls")
-                return
-        if slow:
-            observed = window.slows / calls
-            if observed >= self.slow_call_rate:
-                self._to_open(
-                    now,
-                    f"slow-call rate {observed:.2f} >= {self.slow_call_rate:g} over {calls} calls",
-                )
-
-    # -- transitions ----------------------------------------------------------------------
-
-    def _next_delay(self) -> float:
-        backoff = self.recovery_backoff
-        if backoff is None:
-            return self.recovery_time  # type: ignore[return-value]
-        if self._delays is None:
-            self._delays = backoff.delays(self.rng)
-        return float(next(self._delays))
-
-    def _enter(self, state: CircuitState) -> None:
-        self._state = state
-        self._epoch += 1
-        self._probes = 0
-        self._probe_successes = 0
-        gated = state is _CLOSED or state is _DISABLED
-        self._gate = gated and self.slow_call_duration is None
-        if not self._gate:
-            self._left = _OFF  # counted successes not yet folded are dropped
-            self._pending = 0
-        elif self._left < 0:
-            self._pending = 0
-            self._phase = self._left = self._first_phase()
-            # Blocks entered on the guarded path now leave on the lean one.
-            self._tickets.clear()
-
-    def _clear_window(self) -> None:
-        self._window.reset()
-        self._pending = 0
-        if self._gate:
-            self._phase = self._left = self._first_phase()
-        self._consecutive = 0
-
-    def _to_open(
-        self,
-        now: float | None,
-        reason: str,
-        state: CircuitState = _OPEN,
-        delay: float | None = None,
-    ) -> None:
-        self._enter(state)
-        self._opened_at = now
-        self._delay = self._next_delay() if delay is None else delay
-        self._times_opened += 1
-        emit(self._listeners, CircuitOpened(self.name, self._delay, reason))
-
-    def _to_half_open(self) -> None:
-        self._enter(_HALF_OPEN)
-        emit(self._listeners, CircuitHalfOpened(self.name))
-
-    def _to_closed(self) -> None:
-        was = self._state
-        self._enter(_CLOSED)
-        self._clear_window()
-        self._opened_at = None
-        self._delays = None
-        if was is not _CLOSED:
-            emit(self._listeners, CircuitClosed(self.name))
 
     # -- manual control -------------------------------------------------------------------
 
@@ -828,94 +294,39 @@ class CircuitBreaker(PolicyFaces):
         Emits `CircuitOpened` (reason ``"isolated"``). Rejections carry the recovery time
         as ``retry_after``.
         """
-        if self._state is not _ISOLATED:
-            self._to_open(self._now_or_none(), "isolated", _ISOLATED)
+        self._controller.isolate()
 
     def reset(self) -> None:
         """Close the circuit and clear its window (emits `CircuitClosed` unless closed)."""
-        self._to_closed()
+        self._controller.reset()
 
     def disable(self) -> None:
         """Admit every call and never trip; outcomes are still recorded (metrics only).
 
-        `reset` (or `isolate`) leaves this state.
+        Emits `CircuitDisabled` (unless already disabled). `reset` (or `isolate`) leaves
+        this state.
         """
-        was = self._state
-        if was is _DISABLED:
-            return
-        self._enter(_DISABLED)
-        if was is not _CLOSED:
-            self._clear_window()
-        self._opened_at = None
+        self._controller.disable()
 
     def statistics(self) -> CircuitBreakerStatistics:
         """A snapshot: state, the window's counts and rates, rejections, openings."""
-        now = self._now_or_none()
-        if now is not None:
-            self._fold(now)
-        window = self._window
-        calls, failures, slows = window.calls, window.failures, window.slows
-        state = self._state
-        retry_after: float | None = None
-        if state is _OPEN:
-            opened_at = self._opened_at
-            if now is None or opened_at is None:
-                retry_after = self._delay
-            else:
-                retry_after = max(0.0, opened_at + self._delay - now)
-        elif state is _HALF_OPEN or state is _ISOLATED:
-            retry_after = self._delay
-        return CircuitBreakerStatistics(
-            state=state,
-            calls=calls,
-            failures=failures,
-            slow_calls=slows,
-            failure_rate=failures / calls if calls else 0.0,
-            slow_call_rate=slows / calls if calls else 0.0,
-            consecutive_failures=self._consecutive,
-            opened_at=self._opened_at,
-            retry_after=retry_after,
-            probes_in_flight=self._probes,
-            rejected=self._rejected,
-            times_opened=self._times_opened,
-        )
+        return self._controller.statistics()
 
-    # -- testing hooks (asyncres.testing) -------------------------------------------------
+    # -- testing hook (asyncres.testing) --------------------------------------------------
 
     def _force(self, state: CircuitState, retry_after: float | None = None) -> None:
-        if state is _CLOSED:
-            self._to_closed()
-        elif state is _OPEN:
-            self._to_open(self._now_or_none(), "forced", _OPEN, retry_after)
-        elif state is _HALF_OPEN:
-            if self._state is not _HALF_OPEN:
-                if self._state is not _OPEN:  # as if it had opened and recovered just now
-                    self._opened_at = self._now_or_none()
-                    self._delay = self._next_delay()
-                self._to_half_open()
-        else:  # pragma: no cover - the helpers only force the three automatic states
-            raise ValueError(f"cannot force {state!r}")
+        self._controller.force(state, retry_after)
 
-    # -- clock ----------------------------------------------------------------------------
 
-    def _now(self) -> float:
-        """The loop's time, through a clock resolved once (or the injected one)."""
-        clock = self._clock
-        if clock is not None:
-            if self._clock_injected:
-                return clock()
-            try:
-                return clock()
-            except RuntimeError:  # resolved in another kind of loop
-                pass
-        clock = self._clock = resolve_clock()
-        return clock()
+class _BoundCall(functools.partial[Coroutine[Any, Any, Any]]):
+    """``breaker.call`` with the function bound: the decorator's wrapper.
 
-    def _now_or_none(self) -> float | None:
-        """The loop's time, or ``None`` outside an event loop (manual control, statistics)."""
-        if self._clock_injected or _get_running_loop() is not None:
-            return self._now()
-        try:
-            return self._now()
-        except (RuntimeError, ImportError):
-            return None
+    A C-level partial adds no coroutine of its own, so ``@breaker`` costs what ``call``
+    costs and shares its one fast path. ``inspect.iscoroutinefunction`` sees through it;
+    ``__get__`` makes it bind like a function, so it decorates methods too.
+    """
+
+    __slots__ = ()
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        return self if obj is None else types.MethodType(self, obj)

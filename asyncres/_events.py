@@ -18,6 +18,7 @@ from typing import ClassVar
 __all__ = [
     "CallRejected",
     "CircuitClosed",
+    "CircuitDisabled",
     "CircuitHalfOpened",
     "CircuitOpened",
     "Event",
@@ -149,6 +150,15 @@ class CircuitClosed(Event):
     """A circuit breaker closed again (probes succeeded, or it was reset)."""
 
     __module__ = "asyncres"
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitDisabled(Event):
+    """A circuit breaker was disabled: it admits every call and never trips until `reset`."""
+
+    __module__ = "asyncres"
+
+    level: ClassVar[int] = logging.WARNING
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@
 Exception
 └── ResilienceError                 base of every error asyncres raises itself
     ├── RejectedError               the call never ran (safe to try elsewhere)
-    │   ├── CircuitOpenError        .retry_after: seconds until a probe is allowed
+    │   ├── CircuitOpenError        .retry_after: seconds until a probe is allowed; .reason
     │   ├── BulkheadFullError       .max_concurrent, .max_queued
     │   ├── ThrottledError          .reject_probability
     │   └── (asyncres.db) PoolExhaustedError, PoolClosedError
@@ -46,19 +46,24 @@ class CircuitOpenError(RejectedError):
 
     ``retry_after`` is the number of seconds until the breaker will admit a probe; a
     `Retry` waits at least that long before trying again, and gives up at once when the
-    enclosing deadline comes sooner.
+    enclosing deadline comes sooner. ``reason`` is the rejection reason, the same string
+    as on the `CallRejected` event: ``"circuit_open"`` (open or isolated) or
+    ``"half_open_full"`` (every probe slot taken).
     """
 
     __module__ = "asyncres"
 
-    def __init__(self, name: str | None = None, *, retry_after: float) -> None:
+    def __init__(
+        self, name: str | None = None, *, retry_after: float, reason: str = "circuit_open"
+    ) -> None:
         self.name = name
         self.retry_after = retry_after
+        self.reason = reason
         label = f"circuit {name!r}" if name else "circuit"
         super().__init__(f"{label} is open; retry after {retry_after:.3f}s")
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_circuit_open, (self.name, self.retry_after))
+        return (_rebuild_circuit_open, (self.name, self.retry_after, self.reason))
 
 
 class BulkheadFullError(RejectedError):
@@ -129,8 +134,10 @@ class TimeoutExceededError(ResilienceError, TimeoutError):
         return (TimeoutExceededError, (self.timeout,))
 
 
-def _rebuild_circuit_open(name: str | None, retry_after: float) -> CircuitOpenError:
-    return CircuitOpenError(name, retry_after=retry_after)
+def _rebuild_circuit_open(
+    name: str | None, retry_after: float, reason: str = "circuit_open"
+) -> CircuitOpenError:
+    return CircuitOpenError(name, retry_after=retry_after, reason=reason)
 
 
 def _rebuild_bulkhead_full(

@@ -22,7 +22,8 @@ from hypothesis.stateful import (
 
 import asyncres
 from asyncres import CircuitState, backoff
-from asyncres import _breaker as breaker_module
+from asyncres import _breaker_state as state_module
+from asyncres._setting import Setting
 from asyncres.testing import capture_events, force_closed, force_half_open, force_open
 
 pytestmark = pytest.mark.anyio
@@ -122,7 +123,7 @@ async def test_consecutive_failures_trip_and_open_rejects_without_calling(face: 
         with pytest.raises(asyncres.CircuitOpenError) as info:
             await through(breaker, service, face)
         assert info.value.retry_after == pytest.approx(30.0)
-        assert info.value.name == "db"
+        assert (info.value.name, info.value.reason) == ("db", "circuit_open")
         await anyio.sleep(10.0)
         with pytest.raises(asyncres.CircuitOpenError) as info:
             await through(breaker, service, face)
@@ -238,6 +239,7 @@ async def test_recovery_admits_one_probe_and_rejects_the_rest(face: str) -> None
             with pytest.raises(asyncres.CircuitOpenError) as info:
                 await through(breaker, service, face)
             assert info.value.retry_after == 30.0
+            assert info.value.reason == "half_open_full"
     assert service.calls == 1
     assert breaker.state is CircuitState.CLOSED
     assert events == [
@@ -492,6 +494,38 @@ def test_decorator_keeps_the_name_and_signature() -> None:
     assert inspect.iscoroutinefunction(wrapped)
 
 
+async def test_the_decorator_works_on_methods_and_costs_no_extra_coroutine() -> None:
+    """@breaker on a method binds self, and its wrapper is `call` itself, not a second frame."""
+    breaker = asyncres.CircuitBreaker(failure_threshold=1)
+
+    class Client:
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        @breaker
+        async def fetch(self, user_id: int) -> int:
+            self.seen.append(user_id)
+            return user_id * 2
+
+    client = Client()
+    coro = client.fetch(21)
+    assert coro.cr_code is asyncres.CircuitBreaker.call.__code__
+    assert await coro == 42
+    assert client.seen == [21]
+    assert inspect.iscoroutinefunction(Client.fetch)
+    assert breaker.statistics().calls == 1
+
+
+def test_the_rejection_reason_and_retry_after_survive_pickling() -> None:
+    """CircuitOpenError pickles with its name, retry_after and reason."""
+    import pickle
+
+    error = asyncres.CircuitOpenError("db", retry_after=2.5, reason="half_open_full")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.name, copy.retry_after, copy.reason) == ("db", 2.5, "half_open_full")
+    assert asyncres.CircuitOpenError(retry_after=1.0).reason == "circuit_open"
+
+
 async def test_retry_waits_for_the_breakers_retry_after() -> None:
     """A Retry around an open breaker waits retry_after, then the probe goes through."""
     breaker = asyncres.CircuitBreaker()
@@ -530,14 +564,15 @@ async def test_isolate_rejects_everything_until_reset() -> None:
 
 
 async def test_disable_admits_every_call_and_keeps_recording() -> None:
-    """disable() lets everything through, never trips, and still counts outcomes."""
-    breaker = asyncres.CircuitBreaker(failure_threshold=1)
+    """disable() emits CircuitDisabled once, lets everything through, never trips, counts."""
+    breaker = asyncres.CircuitBreaker(failure_threshold=1, name="pay")
     await fail(breaker, 1)
     with capture_events() as events:
         breaker.disable()
+        breaker.disable()  # no second event
         await fail(breaker, 5)
         await succeed(breaker, 1)
-    assert events == []
+    assert events == [asyncres.CircuitDisabled("pay")]
     stats = breaker.statistics()
     assert (stats.state, stats.calls, stats.failures, stats.opened_at) == (
         CircuitState.DISABLED,
@@ -545,7 +580,9 @@ async def test_disable_admits_every_call_and_keeps_recording() -> None:
         5,
         None,
     )
-    breaker.reset()
+    with capture_events() as events:
+        breaker.reset()
+    assert events == [asyncres.CircuitClosed("pay")]
     assert breaker.statistics().calls == 0
     await fail(breaker, 1)
     assert breaker.state is CircuitState.OPEN
@@ -648,6 +685,46 @@ def test_bad_configuration_names_the_parameter(kwargs: dict[str, Any], parameter
     """Invalid options raise ValueError naming the parameter."""
     with pytest.raises(ValueError, match=f"`{parameter}`"):
         asyncres.CircuitBreaker(**kwargs)
+
+
+CONFIG_ATTRIBUTES = {
+    "failure_threshold": 3,
+    "failure_rate": 0.25,
+    "window": 30.0,
+    "window_type": "time",
+    "min_calls": 7,
+    "slow_call_duration": 2.0,
+    "slow_call_rate": 0.5,
+    "recovery_time": 9.0,
+    "recovery_backoff": None,
+    "half_open_max_calls": 2,
+    "success_threshold": 2,
+    "on": OSError,
+    "exclude": FileNotFoundError,
+    "name": "db",
+    "rng": None,
+}
+
+
+@pytest.mark.parametrize("attribute", sorted(CONFIG_ATTRIBUTES))
+def test_configuration_is_read_only(attribute: str) -> None:
+    """Each public option reads back its value; assigning or deleting it raises AttributeError."""
+    breaker = asyncres.CircuitBreaker(**CONFIG_ATTRIBUTES)
+    value = CONFIG_ATTRIBUTES[attribute]
+    assert getattr(breaker, attribute) == value
+    with pytest.raises(AttributeError, match=f"CircuitBreaker.{attribute} is read-only"):
+        setattr(breaker, attribute, value)
+    with pytest.raises(AttributeError, match=attribute):
+        delattr(breaker, attribute)
+    assert getattr(breaker, attribute) == value
+
+
+def test_every_public_option_is_a_setting() -> None:
+    """The read-only test covers every constructor option that is a public attribute."""
+    options = set(inspect.signature(asyncres.CircuitBreaker).parameters) - {"listeners", "clock"}
+    assert options == set(CONFIG_ATTRIBUTES)
+    for name in options:
+        assert isinstance(inspect.getattr_static(asyncres.CircuitBreaker, name), Setting)
 
 
 def test_a_count_window_caps_min_calls_at_its_size() -> None:
@@ -976,6 +1053,7 @@ class Model:
         if was != "closed":
             self.clear()
         self.opened_at = None
+        self.events.append(asyncres.CircuitDisabled("m"))
 
 
 CONFIGS = st.fixed_dictionaries(
@@ -1007,14 +1085,14 @@ class BreakerMachine(RuleBasedStateMachine):
         self.inflight: list[tuple[Coroutine[Any, Any, Any], int, float, int]] = []
         self.current_task = 0
         self.next_id = 1
-        self.saved_current_task = breaker_module._current_task
-        breaker_module._current_task = lambda: self.current_task
+        self.saved_current_task = state_module.current_task
+        state_module.current_task = lambda: self.current_task
 
     def teardown(self) -> None:
         for coro, _, _, task in self.inflight:
             self.current_task = task
             coro.close()
-        breaker_module._current_task = self.saved_current_task
+        state_module.current_task = self.saved_current_task
 
     @initialize(config=CONFIGS)
     def setup(self, config: dict[str, Any]) -> None:
@@ -1069,7 +1147,7 @@ class BreakerMachine(RuleBasedStateMachine):
         except FakeCancelled:
             return "cancelled"
         except asyncres.CircuitOpenError as exc:
-            return f"open:{exc.name}:{exc.retry_after!r}"
+            return f"open:{exc.name}:{exc.reason}:{exc.retry_after!r}"
         except Exception as exc:
             return type(exc).__name__
         return "suspended"
@@ -1082,8 +1160,8 @@ class BreakerMachine(RuleBasedStateMachine):
         admitted = self.model.admit()
         result = self._step(coro, task, None)
         if isinstance(admitted, tuple):
-            _reason, retry_after = admitted
-            assert result == f"open:m:{retry_after!r}", (result, admitted)
+            reason, retry_after = admitted  # the same reason as the model's CallRejected
+            assert result == f"open:m:{reason}:{retry_after!r}", (result, admitted)
         else:
             assert result == "suspended", result
             self.inflight.append((coro, admitted, self.model.now, task))
@@ -1098,7 +1176,7 @@ class BreakerMachine(RuleBasedStateMachine):
         expected = {
             "ok": "done",
             "cancel": "cancelled",
-            "inner_open": f"open:inner:{1.0!r}",
+            "inner_open": f"open:inner:circuit_open:{1.0!r}",
         }.get(outcome, type(ERRORS.get(outcome, lambda: Exception())()).__name__)
         assert result == expected, (result, expected)
 

@@ -38,9 +38,17 @@ from asyncio import AbstractEventLoop, BaseEventLoop, CancelledError, Handle, Ta
 from asyncio import current_task as asyncio_current_task
 from asyncio.events import _get_running_loop
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 from weakref import ref as _weakref
+
+if TYPE_CHECKING:
+    # For annotations only (``from ._backend import TrioCancelScope`` under TYPE_CHECKING).
+    from typing import TypeAlias
+
+    import trio
+
+    TrioCancelScope: TypeAlias = trio.CancelScope
 
 __all__ = [
     "ANYIO_SCOPE_ATTRIBUTES",
@@ -95,7 +103,7 @@ def _load_anyio_task_states() -> dict[Any, Any]:
     except ImportError as exc:  # pragma: no cover - anyio internals moved
         raise _internals_mismatch(f"module anyio._backends._asyncio ({exc})") from None
     states = getattr(anyio_asyncio, "_task_states", None)
-    if not isinstance(states, WeakKeyDictionary):  # pragma: no cover - anyio changed
+    if not isinstance(states, WeakKeyDictionary):
         raise _internals_mismatch(
             f"anyio._backends._asyncio._task_states as a WeakKeyDictionary, got {states!r}"
         )
@@ -103,11 +111,11 @@ def _load_anyio_task_states() -> dict[Any, Any]:
     if not isinstance(data, dict):  # pragma: no cover - CPython changed
         raise _internals_mismatch("WeakKeyDictionary.data (a dict)")
     state_class = getattr(anyio_asyncio, "TaskState", None)
-    if "cancel_scope" not in getattr(state_class, "__slots__", ()):  # pragma: no cover
+    if "cancel_scope" not in getattr(state_class, "__slots__", ()):
         raise _internals_mismatch("anyio._backends._asyncio.TaskState.cancel_scope")
     scope = anyio_asyncio.CancelScope()
     for name in ANYIO_SCOPE_ATTRIBUTES:
-        if not hasattr(scope, name):  # pragma: no cover - anyio changed
+        if not hasattr(scope, name):
             raise _internals_mismatch(f"anyio._backends._asyncio.CancelScope.{name}")
     return data
 

@@ -38,7 +38,7 @@ from ._setting import Setting
 if TYPE_CHECKING:
     from typing import Self
 
-    import trio as _trio_type
+    from ._backend import TrioCancelScope
 
 __all__ = ["Timeout", "deadline", "remaining", "timeout"]
 
@@ -86,7 +86,7 @@ class DeadlineScope:
     _handle: Handle | None
     _parent: DeadlineScope | AdvisoryDeadline | None
     _token: Token[DeadlineScope | AdvisoryDeadline | None] | None
-    _trio_scope: _trio_type.CancelScope | None
+    _trio_scope: TrioCancelScope | None
     _cover: float
     _cancelling: int
     _anyio_scope: object

@@ -178,19 +178,19 @@ def anyio_deadline(task: Task[Any]) -> tuple[float, Any]:
     shielded scope that ended the walk, or ``None``.
     """
     state = _anyio_state_of(_weakref(task))
-    at = _INF
     if state is None:
-        return at, None
+        return _UNBOUNDED
+    at = _INF
     scope = state.cancel_scope
     while scope is not None:
         if scope._cancel_called:
-            return -_INF, None
+            return _CANCELLED
         if scope._deadline < at:
             at = scope._deadline
         if scope._shield:
             return at, scope
         scope = scope._parent_scope
-    return at, None
+    return (at, None) if at != _INF else _UNBOUNDED
 
 
 def anyio_scopes_through(task: Task[Any], outer: Any) -> set[int]:
@@ -216,3 +216,6 @@ def anyio_shielded_between(task: Task[Any], boundary: Any) -> bool:
 
 
 _INF = float("inf")
+# The common answers, made once: no allocation when nothing bounds the task.
+_UNBOUNDED: tuple[float, Any] = (_INF, None)
+_CANCELLED: tuple[float, Any] = (-_INF, None)

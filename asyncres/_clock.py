@@ -9,9 +9,10 @@ circuit breakers) resolve a clock once with `resolve_clock()` and keep it.
 from __future__ import annotations
 
 import time
-from asyncio import BaseEventLoop
-from asyncio.events import _get_running_loop
 from collections.abc import Callable
+
+from ._backend import BaseEventLoop, trio_module
+from ._backend import running_loop as _get_running_loop
 
 __all__ = ["current_time", "resolve_clock"]
 
@@ -27,9 +28,7 @@ def current_time() -> float:
     loop = _get_running_loop()
     if loop is not None:
         return loop.time()
-    import trio
-
-    return float(trio.current_time())
+    return float(trio_module().current_time())
 
 
 def resolve_clock() -> Clock:
@@ -45,9 +44,8 @@ def resolve_clock() -> Clock:
     """
     loop = _get_running_loop()
     if loop is None:
-        import trio
-
-        return trio.current_time
+        current: Clock = trio_module().current_time
+        return current
     if type(loop).time is BaseEventLoop.time:
         return time.monotonic
     return current_time

@@ -17,27 +17,28 @@ Each backend gets a native fast path, with the same semantics on both:
 from __future__ import annotations
 
 import math
-from asyncio import CancelledError, Handle, Task
-from asyncio import current_task as _current_task
-from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import Context, ContextVar, Token
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
-from weakref import WeakKeyDictionary
-from weakref import ref as _weakref
-
-import anyio
 
 from . import _validation
+from ._backend import CancelledError, Handle, Task, trio_module
+from ._backend import anyio_current_scope as _anyio_current_scope
+from ._backend import anyio_deadline as _anyio_deadline
+from ._backend import anyio_scopes_through as _anyio_scopes_through
+from ._backend import anyio_shielded_between as _anyio_shielded_between
+from ._backend import asyncio_current_task as _current_task
+from ._backend import running_loop as _get_running_loop
 from ._events import Listener, TimeoutExpired, emit
 from ._exceptions import TimeoutExceededError
 from ._policy import PolicyFaces
+from ._setting import Setting
 
 if TYPE_CHECKING:
     from typing import Self
 
-    import trio as _trio_type
+    from ._backend import TrioCancelScope
 
 __all__ = ["Timeout", "deadline", "remaining", "timeout"]
 
@@ -51,43 +52,10 @@ _current_scope: ContextVar[DeadlineScope | AdvisoryDeadline | None] = ContextVar
     "asyncres_deadline", default=None
 )
 
-_trio: ModuleType | None = None
 _NO_CONTEXT = Context()
-
-_anyio_task_states: Any
-try:
-    # anyio's per-task cancel-scope state on asyncio. A native task.cancel() would pierce
-    # anyio's shielded scopes, so the timer consults it and waits for the shield to end.
-    from anyio._backends._asyncio import _task_states as _anyio_task_states
-except ImportError:  # pragma: no cover - anyio internals moved
-    _anyio_task_states = None
-
-
-def _anyio_state(task: Task[Any]) -> Any:
-    """``_anyio_task_states.get(task)`` without the WeakKeyDictionary method's overhead."""
-    return _anyio_states_data.get(_weakref(task))
-
-
-if _anyio_task_states is not None and isinstance(_anyio_task_states, WeakKeyDictionary):
-    _anyio_states_data = getattr(_anyio_task_states, "data")  # noqa: B009 - untyped internal
-else:  # pragma: no cover - anyio internals changed shape
-    _anyio_state = _anyio_task_states.get if _anyio_task_states is not None else None  # type: ignore[assignment]
 
 # How often an expired deadline re-checks whether a shielded anyio scope has ended.
 _SHIELD_POLL_SECONDS = 0.001
-
-
-def _trio_module() -> ModuleType:
-    global _trio
-    if _trio is None:
-        try:
-            import trio
-        except ImportError:  # pragma: no cover - trio is a test dependency
-            raise RuntimeError(
-                "asyncres: no running asyncio task and trio is not installed"
-            ) from None
-        _trio = trio
-    return _trio
 
 
 class DeadlineScope:
@@ -118,7 +86,7 @@ class DeadlineScope:
     _handle: Handle | None
     _parent: DeadlineScope | AdvisoryDeadline | None
     _token: Token[DeadlineScope | AdvisoryDeadline | None] | None
-    _trio_scope: _trio_type.CancelScope | None
+    _trio_scope: TrioCancelScope | None
     _cover: float
     _cancelling: int
     _anyio_scope: object
@@ -175,9 +143,7 @@ class DeadlineScope:
             else:
                 self._handle = loop.call_soon(self._fire, context=_NO_CONTEXT)  # type: ignore[union-attr]
             cover = at
-        if _anyio_task_states is not None:
-            state = _anyio_state(task)
-            self._anyio_scope = state.cancel_scope if state is not None else None
+        self._anyio_scope = _anyio_current_scope(task)
         self._cover = cover
         self._task = task
         self._parent = parent
@@ -187,28 +153,13 @@ class DeadlineScope:
     def _fire(self) -> None:
         task = self._task
         assert task is not None
-        if self._inside_anyio_shield(task):
+        if _anyio_shielded_between(task, self._anyio_scope):
             loop = task.get_loop()
             self._handle = loop.call_at(loop.time() + _SHIELD_POLL_SECONDS, self._fire)
             return
         self._handle = None
         self._expired = True
         task.cancel()
-
-    def _inside_anyio_shield(self, task: Task[Any]) -> bool:
-        """Is the task inside a shielded anyio scope entered within this deadline scope?"""
-        if _anyio_task_states is None:
-            return False
-        state = _anyio_state(task)
-        if state is None:
-            return False
-        scope = state.cancel_scope
-        boundary = self._anyio_scope
-        while scope is not None and scope is not boundary:
-            if scope._shield:
-                return True
-            scope = scope._parent_scope
-        return False
 
     def __exit__(
         self,
@@ -241,7 +192,7 @@ class DeadlineScope:
     # trio ------------------------------------------------------------------------------
 
     def _enter_trio(self) -> Self:
-        trio = _trio or _trio_module()
+        trio = trio_module()
         if self._relative is not None:
             scope = trio.CancelScope(relative_deadline=self._relative)
         else:
@@ -311,16 +262,14 @@ class AdvisoryDeadline:
         task = _current_task(loop) if loop is not None else None
         parent = _current_scope.get()
         if task is None:
-            trio = _trio or _trio_module()
+            trio = trio_module()
             self._deadline = trio.current_time() + self._seconds
             self._cover = _INF
         else:
             self._deadline = loop.time() + self._seconds  # type: ignore[union-attr]
             # It fires nothing, so it covers nothing: inner scopes arm their own timers.
             self._cover = parent._cover if parent is not None and parent._task is task else _INF
-            if _anyio_task_states is not None:
-                state = _anyio_state(task)
-                self._anyio_scope = state.cancel_scope if state is not None else None
+            self._anyio_scope = _anyio_current_scope(task)
         self._task = task
         self._parent = parent
         self._token = _current_scope.set(self)
@@ -379,7 +328,7 @@ def advisory_bound() -> AdvisoryDeadline | None:
     loop = _get_running_loop()
     task = _current_task(loop) if loop is not None else None
     if task is None:
-        real = (_trio or _trio_module()).current_effective_deadline()
+        real = trio_module().current_effective_deadline()
     else:
         real = _asyncio_deadline(task, advisory=False)
     return tightest if tightest._deadline < real else None
@@ -423,7 +372,7 @@ def remaining() -> float | None:
         now = loop.time()  # type: ignore[union-attr]
         at = _asyncio_deadline(task)
     else:
-        trio = _trio or _trio_module()
+        trio = trio_module()
         now = trio.current_time()
         at = trio.current_effective_deadline()
         # On trio only advisory deadlines live in the context variable.
@@ -442,37 +391,15 @@ def _asyncio_deadline(task: Task[Any], advisory: bool = True) -> float:
 
     ``advisory=False`` leaves out advisory deadlines: only those that cancel count.
     """
-    if _anyio_task_states is None:  # pragma: no cover - anyio internals moved
-        at = anyio.current_effective_deadline()
-        shield = None
-    else:
-        # anyio's own chain, read directly (anyio.current_effective_deadline() is ~2 us).
-        at = _INF
-        shield = None
-        state = _anyio_state(task)
-        cancel_scope = state.cancel_scope if state is not None else None
-        while cancel_scope is not None:
-            if cancel_scope._cancel_called:
-                return -_INF
-            if cancel_scope._deadline < at:
-                at = cancel_scope._deadline
-            if cancel_scope._shield:
-                shield = cancel_scope
-                break
-            cancel_scope = cancel_scope._parent_scope
+    # anyio's own chain, read directly (anyio.current_effective_deadline() is ~2 us).
+    at, shield = _anyio_deadline(task)
     scope = _current_scope.get()
     if scope is None:
         return at
     visible: set[int] | None = None
     if shield is not None:
         # Only asyncres scopes entered inside the shield still apply.
-        visible = set()
-        inner = state.cancel_scope
-        while inner is not None:
-            visible.add(id(inner))
-            if inner is shield:
-                break
-            inner = inner._parent_scope
+        visible = _anyio_scopes_through(task, shield)
     while scope is not None:
         if visible is not None and scope._task is task and id(scope._anyio_scope) not in visible:
             break  # entered outside the shield: hidden, as are all outer ones
@@ -494,9 +421,14 @@ class Timeout(PolicyFaces):
     Raises `TimeoutExceededError` and emits `TimeoutExpired` when its deadline fires.
     """
 
-    __slots__ = ("_listeners", "name", "seconds")
+    __slots__ = ("_listeners", "_name", "_seconds")
 
     __module__ = "asyncres"
+
+    #: The time limit of each call, in seconds.
+    seconds: Setting[float] = Setting()
+    #: The name given to events, or ``None``.
+    name: Setting[str | None] = Setting()
 
     def __init__(
         self,
@@ -505,35 +437,35 @@ class Timeout(PolicyFaces):
         name: str | None = None,
         listeners: Iterable[Listener] = (),
     ) -> None:
-        self.seconds = _validation.non_negative("seconds", seconds)
-        self.name = name
+        self._seconds = _validation.non_negative("seconds", seconds)
+        self._name = name
         self._listeners = tuple(listeners)
 
     def __repr__(self) -> str:
-        name = f", name={self.name!r}" if self.name else ""
-        return f"Timeout({self.seconds!r}{name})"
+        name = f", name={self._name!r}" if self._name else ""
+        return f"Timeout({self._seconds!r}{name})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Timeout):
             return NotImplemented
-        return (self.seconds, self.name, self._listeners) == (
-            other.seconds,
-            other.name,
+        return (self._seconds, self._name, self._listeners) == (
+            other._seconds,
+            other._name,
             other._listeners,
         )
 
     def __hash__(self) -> int:
-        return hash((Timeout, self.seconds, self.name))
+        return hash((Timeout, self._seconds, self._name))
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` within this time limit."""
-        scope = DeadlineScope(self.seconds, _INF)
+        scope = DeadlineScope(self._seconds, _INF)
         try:
             with scope:
                 return await fn(*args, **kwargs)
         except TimeoutExceededError:
             if scope._expired:
-                emit(self._listeners, TimeoutExpired(name=self.name, timeout=self.seconds))
+                emit(self._listeners, TimeoutExpired(name=self._name, timeout=self._seconds))
             raise
 
     async def _call_within_advisory(
@@ -545,8 +477,8 @@ class Timeout(PolicyFaces):
         total is what fires, `AdvisoryExpired` goes up to the pipeline's advisory scope
         (which raises the total's `TimeoutExceededError`); otherwise the attempt timed out.
         """
-        trio = _trio or _trio_module()
-        at = trio.current_time() + self.seconds
+        trio = trio_module()
+        at = trio.current_time() + self._seconds
         total = _tightest_advisory()
         if total is not None and total._deadline <= at:
             at = total._deadline
@@ -558,6 +490,6 @@ class Timeout(PolicyFaces):
         if cancel_scope.cancelled_caught:  # nobody else holds the scope: its deadline fired
             if total is not None:
                 raise AdvisoryExpired(total)
-            emit(self._listeners, TimeoutExpired(name=self.name, timeout=self.seconds))
-            raise TimeoutExceededError(self.seconds)
+            emit(self._listeners, TimeoutExpired(name=self._name, timeout=self._seconds))
+            raise TimeoutExceededError(self._seconds)
         return result

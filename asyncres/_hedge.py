@@ -8,8 +8,6 @@ needed: the backup starts after ``delay`` (or at once when an attempt fails).
 from __future__ import annotations
 
 import math
-from asyncio import AbstractEventLoop, TimerHandle
-from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -17,11 +15,14 @@ import anyio
 from anyio.abc import TaskGroup
 
 from . import _validation
+from ._backend import AbstractEventLoop, TimerHandle, trio_module
+from ._backend import running_loop as _get_running_loop
 from ._clock import current_time
 from ._deadline import remaining
 from ._events import HedgeLaunched, Listener, emit
 from ._matching import ErrorFilter, matcher
 from ._policy import PolicyFaces
+from ._setting import Setting
 
 __all__ = ["Hedge"]
 
@@ -29,12 +30,6 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 _INF = math.inf
-
-
-def _trio() -> Any:
-    import trio
-
-    return trio
 
 
 #: Polly's limit on extra attempts; more is almost always a load bug, not a policy.
@@ -65,9 +60,18 @@ class Hedge(PolicyFaces):
     was cancelled. `call_each` sends each attempt to a different replica.
     """
 
-    __slots__ = ("_listeners", "_match", "delay", "max_hedges", "name", "on")
+    __slots__ = ("_delay", "_listeners", "_match", "_max_hedges", "_name", "_on")
 
     __module__ = "asyncres"
+
+    #: Seconds after an attempt starts before the next one does (``inf``: only on failure).
+    delay: Setting[float] = Setting()
+    #: The most extra attempts per call.
+    max_hedges: Setting[int] = Setting()
+    #: Which errors start the next attempt at once (others end the call).
+    on: Setting[ErrorFilter] = Setting()
+    #: The name given to events, or ``None``.
+    name: Setting[str | None] = Setting()
 
     def __init__(
         self,
@@ -78,19 +82,19 @@ class Hedge(PolicyFaces):
         name: str | None = None,
         listeners: Iterable[Listener] = (),
     ) -> None:
-        self.delay = _validation.non_negative("delay", delay)
-        self.max_hedges = _validation.count("max_hedges", max_hedges, minimum=1)
+        self._delay = _validation.non_negative("delay", delay)
+        self._max_hedges = _validation.count("max_hedges", max_hedges, minimum=1)
         if max_hedges > _MAX_HEDGES:
             raise ValueError(f"`max_hedges` must be <= {_MAX_HEDGES}, got {max_hedges!r}")
         self._match = matcher(on, "on")
-        self.on = on
-        self.name = name
+        self._on = on
+        self._name = name
         self._listeners = tuple(listeners)
 
     def __repr__(self) -> str:
-        on = getattr(self.on, "__name__", None) or repr(self.on)
-        name = f", name={self.name!r}" if self.name else ""
-        return f"Hedge(delay={self.delay!r}, max_hedges={self.max_hedges}, on={on}{name})"
+        on = getattr(self._on, "__name__", None) or repr(self._on)
+        name = f", name={self._name!r}" if self._name else ""
+        return f"Hedge(delay={self._delay!r}, max_hedges={self._max_hedges}, on={on}{name})"
 
     def _delay_before(self, hedge: int) -> float:
         """Seconds to wait, after attempt ``hedge - 1`` started, before starting ``hedge``.
@@ -99,7 +103,7 @@ class Hedge(PolicyFaces):
         after a latency percentile from a sliding histogram): it only has to override this
         and feed the histogram. ``inf`` means: only when an attempt fails.
         """
-        return self.delay
+        return self._delay
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)``, hedged: every attempt calls the same function."""
@@ -243,7 +247,7 @@ class _Race(Generic[T]):
         self.args = args
         self.kwargs = kwargs
         self.fns = fns
-        self.total = hedge.max_hedges + 1
+        self.total = hedge._max_hedges + 1
         self.launched = 1  # attempt 0 starts at once
         self.running = 1
         self.done = False
@@ -278,7 +282,7 @@ class _Race(Generic[T]):
 
     def announce(self, attempt: int, now: float) -> None:
         hedge = self.hedge
-        emit(hedge._listeners, HedgeLaunched(hedge.name, attempt, now - self.start))
+        emit(hedge._listeners, HedgeLaunched(hedge._name, attempt, now - self.start))
 
     async def _attempt(self, attempt: int) -> None:
         try:
@@ -344,7 +348,7 @@ class _Race(Generic[T]):
         assert first is not None
         self.errors = None  # no reference cycle through the traceback
         hedge = self.hedge
-        label = f" {hedge.name!r}" if hedge.name else ""
+        label = f" {hedge._name!r}" if hedge._name else ""
         others = ", ".join(type(e).__name__ for e in errors[1:] if e is not None)
         first.add_note(
             f"asyncres.Hedge{label}: all {self.total} attempts failed; this is the first "
@@ -397,7 +401,7 @@ class _Race(Generic[T]):
             self.launch(now)
 
     async def _trio_timer(self) -> None:
-        trio = _trio()
+        trio = trio_module()
         while not self.done and self.launched < self.total:
             at = self.next_at
             now = current_time()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
+from ._backend import running_loop as _get_running_loop
 from ._breaker import CircuitBreaker
 from ._bulkhead import Bulkhead
 from ._deadline import AdvisoryDeadline, Timeout
@@ -126,13 +126,13 @@ class Pipeline(PolicyFaces):
     ) -> T:
         """The layers under the first ``Timeout``, with that total as an advisory deadline."""
         total, calls = shared
-        advisory = AdvisoryDeadline(total.seconds)
+        advisory = AdvisoryDeadline(total._seconds)
         try:
             with advisory:
                 result: T = await calls[0](*calls[1:], fn, *args, **kwargs)
         except TimeoutExceededError:
             if advisory.expired:
-                emit(total._listeners, TimeoutExpired(name=total.name, timeout=total.seconds))
+                emit(total._listeners, TimeoutExpired(name=total._name, timeout=total._seconds))
             raise
         return result
 

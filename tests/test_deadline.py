@@ -300,3 +300,18 @@ async def test_many_sequential_timeouts_leave_no_pending_cancellation() -> None:
         with asyncres.timeout(1.0):
             await anyio.lowlevel.checkpoint()
     await anyio.sleep(5)  # would raise if a stray cancellation were pending
+
+
+@pytest.mark.parametrize(("attribute", "value"), [("seconds", 9.0), ("name", "other")])
+async def test_timeout_configuration_is_read_only(attribute: str, value: object) -> None:
+    """Assigning a Timeout's configuration raises AttributeError naming it; the limit holds."""
+    policy = asyncres.Timeout(1.0, name="api")
+    with pytest.raises(AttributeError, match=rf"Timeout\.{attribute} is read-only"):
+        setattr(policy, attribute, value)
+    with pytest.raises(AttributeError, match=rf"Timeout\.{attribute} cannot be deleted"):
+        delattr(policy, attribute)
+    assert (policy.seconds, policy.name) == (1.0, "api")
+    start = anyio.current_time()
+    with pytest.raises(asyncres.TimeoutExceededError):
+        await policy.call(anyio.sleep, 60)
+    assert anyio.current_time() - start == pytest.approx(1.0)

@@ -496,3 +496,21 @@ def test_repr_is_readable() -> None:
         "Hedge(delay=0.05, max_hedges=2, on=OSError, name='api')"
     )
     assert repr(asyncres.Hedge(delay=math.inf)) == "Hedge(delay=inf, max_hedges=1, on=Exception)"
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [("delay", 0.0), ("max_hedges", 5), ("on", ValueError), ("name", "other")],
+)
+async def test_configuration_is_read_only(attribute: str, value: object) -> None:
+    """Assigning a Hedge's configuration raises AttributeError naming it; calls keep the old one."""
+    hedge = asyncres.Hedge(delay=1.0, max_hedges=2, on=OSError, name="api")
+    with pytest.raises(AttributeError, match=rf"Hedge\.{attribute} is read-only"):
+        setattr(hedge, attribute, value)
+    assert (hedge.delay, hedge.max_hedges, hedge.on, hedge.name) == (1.0, 2, OSError, "api")
+    slow = Replica(latency=10.0)
+    start = anyio.current_time()
+    with capture_events() as events:
+        assert await hedge.call(slow) == "ok"
+    assert slow.started == [pytest.approx(start + t) for t in (0.0, 1.0, 2.0)]
+    assert [e.hedge for e in events if isinstance(e, asyncres.HedgeLaunched)] == [1, 2]

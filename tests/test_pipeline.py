@@ -320,3 +320,17 @@ async def test_cancelling_a_caller_queued_under_the_shared_deadline_leaks_nothin
     assert events == []
     assert bulkhead.statistics().in_use == 0
     assert breaker.statistics().calls == 0
+
+
+async def test_pipeline_is_immutable() -> None:
+    """A Pipeline's layers can be neither replaced nor extended after construction."""
+    pipeline = asyncres.Pipeline(asyncres.Timeout(5.0), asyncres.Timeout(1.0))
+    with pytest.raises(AttributeError, match="policies"):
+        pipeline.policies = ()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        pipeline.extra = 1  # type: ignore[attr-defined]
+    assert pipeline.policies == (asyncres.Timeout(5.0), asyncres.Timeout(1.0))
+    start = anyio.current_time()
+    with pytest.raises(asyncres.TimeoutExceededError):
+        await pipeline.call(anyio.sleep, 60)
+    assert anyio.current_time() - start == pytest.approx(1.0)

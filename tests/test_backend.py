@@ -1,0 +1,292 @@
+"""The backend seam: anyio internals still have the shape it relies on, and nobody else uses them.
+
+When one of these fails after an anyio upgrade, read asyncres/_backend.py's docstring: it
+says why each internal is needed; fix the seam (or pin anyio), then widen `KNOWN_ANYIO`.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+import weakref
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import sniffio
+from anyio._backends import _asyncio as anyio_asyncio
+
+import asyncres
+from asyncres import _backend
+
+pytestmark = pytest.mark.anyio
+
+PACKAGE = Path(asyncres.__file__).parent
+
+#: Modules that may still import asyncio/trio/sniffio or anyio internals, and why.
+#: The merge shrinks this list; it must never grow without a reason written next to it.
+BACKEND_ALLOWLIST = {
+    "_backend.py": "the seam itself",
+    "db/_postgres.py": "asyncio-only adapter (asyncpg)",
+    "db/_sqlite.py": "asyncio-only adapter (aiosqlite)",
+    "drill/_service.py": "asyncio-only drill service",
+    "_breaker.py": "pending: moves onto the seam with the breaker split (issue 17 item 1)",
+}
+
+#: Top-level modules that name a backend.
+BACKEND_MODULES = {"asyncio", "trio", "sniffio"}
+
+#: Attribute names that only anyio's internals have.
+ANYIO_PRIVATE_ATTRIBUTES = {"_parent_scope", "_cancel_called", "_shield", "_task_states"}
+
+
+def _internal(what: str) -> str:
+    return (
+        f"anyio {_backend.anyio_version()} changed an internal asyncres/_backend.py relies on: "
+        f"{what} (the seam is tested with anyio{_backend.KNOWN_ANYIO})"
+    )
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def _in_range(version: str, spec: str) -> bool:
+    """``version`` satisfies a spec of ``>=``/``<`` clauses such as ``">=4.0,<5"``."""
+    have = _version_tuple(version)
+    for clause in spec.split(","):
+        clause = clause.strip()
+        if clause.startswith(">="):
+            if have < _version_tuple(clause[2:]):
+                return False
+        elif clause.startswith("<"):
+            if have >= _version_tuple(clause[1:]):
+                return False
+        else:  # pragma: no cover - a typo in KNOWN_ANYIO
+            raise AssertionError(f"KNOWN_ANYIO: cannot read the clause {clause!r}")
+    return True
+
+
+# -- the guard ---------------------------------------------------------------------------------
+
+
+def test_installed_anyio_is_in_the_tested_range() -> None:
+    """The installed anyio is a release whose internals this suite has verified."""
+    version = _backend.anyio_version()
+    assert _in_range(version, _backend.KNOWN_ANYIO), (
+        f"anyio {version} is outside asyncres' tested range anyio{_backend.KNOWN_ANYIO}: "
+        "run tests/test_backend.py, check every internal listed in asyncres/_backend.py, "
+        "then widen KNOWN_ANYIO"
+    )
+
+
+def test_version_range_reader() -> None:
+    """The range check accepts the bounds' inside and refuses their outside."""
+    assert _in_range("4.0.0", ">=4.0,<5")
+    assert _in_range("4.16.0", ">=4.0,<5")
+    assert not _in_range("3.7.1", ">=4.0,<5")
+    assert not _in_range("5.0.0rc1", ">=4.0,<5")
+
+
+def test_anyio_task_states_has_the_expected_shape() -> None:
+    """``_task_states`` is a WeakKeyDictionary of TaskState with a ``cancel_scope`` slot."""
+    states = getattr(anyio_asyncio, "_task_states", None)
+    assert isinstance(states, weakref.WeakKeyDictionary), _internal(
+        f"anyio._backends._asyncio._task_states is a WeakKeyDictionary (got {type(states)})"
+    )
+    assert isinstance(getattr(states, "data", None), dict), _internal("WeakKeyDictionary.data")
+    assert "cancel_scope" in getattr(anyio_asyncio.TaskState, "__slots__", ()), _internal(
+        "anyio._backends._asyncio.TaskState has a `cancel_scope` slot"
+    )
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True)
+async def test_anyio_cancel_scope_internals_track_the_public_state() -> None:
+    """On a real asyncio CancelScope, every private attribute the seam reads mirrors its state."""
+    task = _backend.asyncio_current_task()
+    assert task is not None
+    with anyio.CancelScope() as outer:
+        with anyio.CancelScope(deadline=anyio.current_time() + 5.0, shield=True) as inner:
+            assert _backend.anyio_current_scope(task) is inner, _internal(
+                "_task_states[task].cancel_scope is the innermost CancelScope"
+            )
+            for name in _backend.ANYIO_SCOPE_ATTRIBUTES:
+                assert hasattr(inner, name), _internal(f"CancelScope.{name}")
+            assert inner._parent_scope is outer, _internal("CancelScope._parent_scope")
+            assert inner._deadline == inner.deadline, _internal("CancelScope._deadline")
+            assert inner._shield is True, _internal("CancelScope._shield")
+            inner.shield = False
+            assert inner._shield is False, _internal("CancelScope._shield follows .shield")
+            assert inner._cancel_called is False, _internal("CancelScope._cancel_called")
+            inner.cancel()
+            assert inner._cancel_called is True, _internal("CancelScope._cancel_called")
+        assert _backend.anyio_current_scope(task) is outer, _internal(
+            "_task_states[task].cancel_scope returns to the parent on exit"
+        )
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"], indirect=True)
+async def test_trio_public_api_the_seam_uses() -> None:
+    """On trio, anyio's scopes are trio's: trio's public API sees their deadline and shield."""
+    trio = _backend.trio_module()
+    assert _backend.running_loop() is None
+    with anyio.CancelScope(deadline=anyio.current_time() + 5.0):
+        assert trio.current_effective_deadline() == pytest.approx(anyio.current_time() + 5.0)
+        with anyio.CancelScope(shield=True):
+            assert trio.current_effective_deadline() == math.inf
+    for name in ("CancelScope", "Event", "move_on_at", "current_time"):
+        assert callable(getattr(trio, name, None)), f"trio.{name} is gone"
+    assert _backend.current_task() is trio.lowlevel.current_task()
+
+
+def test_seam_refuses_to_import_on_a_task_states_of_another_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A `_task_states` that is not a WeakKeyDictionary raises ImportError naming it."""
+    monkeypatch.setattr(anyio_asyncio, "_task_states", {})
+    with pytest.raises(ImportError, match=r"anyio \S+ .*_task_states.*anyio>=4\.0,<5"):
+        _backend._load_anyio_task_states()
+
+
+def test_seam_refuses_to_import_on_a_cancel_scope_without_an_attribute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CancelScope missing an attribute the seam reads raises ImportError naming it."""
+
+    class ShieldlessScope:
+        def __init__(self) -> None:
+            self._parent_scope = None
+            self._deadline = math.inf
+            self._cancel_called = False
+
+    monkeypatch.setattr(anyio_asyncio, "CancelScope", ShieldlessScope)
+    with pytest.raises(ImportError, match=r"CancelScope\._shield"):
+        _backend._load_anyio_task_states()
+
+
+def test_seam_refuses_to_import_on_a_task_state_without_cancel_scope(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A TaskState without a ``cancel_scope`` slot raises ImportError naming it."""
+
+    class TaskState:
+        __slots__ = ("parent_id",)
+
+    monkeypatch.setattr(anyio_asyncio, "TaskState", TaskState)
+    with pytest.raises(ImportError, match=r"TaskState\.cancel_scope"):
+        _backend._load_anyio_task_states()
+
+
+# -- the seam's functions ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True)
+async def test_anyio_deadline_walks_out_to_the_first_shield() -> None:
+    """`anyio_deadline` gives the tightest deadline up to a shield, and that shield."""
+    task: Any = _backend.asyncio_current_task()
+    assert _backend.anyio_deadline(task) == (math.inf, None)
+    now = anyio.current_time()
+    with anyio.CancelScope(deadline=now + 1.0):
+        with anyio.CancelScope(deadline=now + 3.0, shield=True) as shield:
+            with anyio.CancelScope(deadline=now + 5.0) as innermost:
+                assert _backend.anyio_deadline(task) == (now + 3.0, shield)
+                through = _backend.anyio_scopes_through(task, shield)
+                assert through == {id(innermost), id(shield)}
+                assert _backend.anyio_shielded_between(task, None)
+                assert not _backend.anyio_shielded_between(task, shield)
+        assert _backend.anyio_deadline(task) == (now + 1.0, None)
+        assert not _backend.anyio_shielded_between(task, None)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True)
+async def test_anyio_deadline_of_a_cancelled_scope_is_minus_infinity() -> None:
+    """A cancelled scope on the way makes the deadline ``-inf`` (nothing left)."""
+    task: Any = _backend.asyncio_current_task()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        assert _backend.anyio_deadline(task) == (-math.inf, None)
+
+
+async def test_current_task_is_the_running_task() -> None:
+    """`current_task()` names the running task on either backend."""
+    task = _backend.current_task()
+    assert task is not None
+    if sniffio.current_async_library() == "asyncio":
+        assert task is _backend.asyncio_current_task()
+    else:
+        assert task is _backend.trio_module().lowlevel.current_task()
+
+
+def test_current_task_outside_any_loop_is_none() -> None:
+    """Outside any event loop there is no current task."""
+    assert _backend.running_loop() is None
+    assert _backend.current_task() is None
+
+
+# -- nobody else touches a backend -------------------------------------------------------------
+
+
+def _backend_uses(tree: ast.AST) -> list[str]:
+    """Each import of asyncio/trio/sniffio or of anyio internals, and each anyio-only attribute."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+            if node.module == "anyio":
+                names += [f"anyio.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Attribute) and node.attr in ANYIO_PRIVATE_ATTRIBUTES:
+            found.append(f"line {node.lineno}: .{node.attr}")
+        for name in names:
+            parts = name.split(".")
+            private_anyio = parts[0] == "anyio" and any(p.startswith("_") for p in parts[1:])
+            if parts[0] in BACKEND_MODULES or private_anyio:
+                found.append(f"line {node.lineno}: import {name}")
+    return found
+
+
+def test_only_the_seam_and_the_allowlist_touch_a_backend() -> None:
+    """No module outside the allowlist imports asyncio/trio/sniffio or uses anyio internals."""
+    offenders: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative in BACKEND_ALLOWLIST:
+            continue
+        uses = _backend_uses(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        if uses:
+            offenders[relative] = uses
+    assert not offenders, (
+        "only asyncres/_backend.py may import asyncio/trio/sniffio or touch anyio internals; "
+        f"ask the seam instead (or, for an asyncio-only adapter, allowlist it): {offenders}"
+    )
+
+
+def test_allowlist_names_only_modules_that_still_need_it() -> None:
+    """Every allowlisted module exists and still uses a backend (so the list only shrinks)."""
+    stale = []
+    for relative in BACKEND_ALLOWLIST:
+        path = PACKAGE / relative
+        if not path.exists() or not _backend_uses(ast.parse(path.read_text(encoding="utf-8"))):
+            stale.append(relative)
+    assert not stale, f"drop these from BACKEND_ALLOWLIST, they no longer need it: {stale}"
+
+
+def test_the_detector_sees_every_kind_of_backend_use() -> None:
+    """The checker flags each way of reaching a backend, and leaves public anyio alone."""
+    source = (
+        "import asyncio\n"
+        "import trio.lowlevel\n"
+        "from sniffio import current_async_library\n"
+        "from anyio._backends import _asyncio\n"
+        "from anyio import _core\n"
+        "x = scope._parent_scope\n"
+        "import anyio, anyio.abc, anyio.lowlevel\n"
+        "from anyio.abc import TaskGroup\n"
+        "from anyio import CancelScope\n"
+    )
+    found = _backend_uses(ast.parse(source))
+    assert sorted(int(entry.split()[1].rstrip(":")) for entry in found) == [1, 2, 3, 4, 5, 6]

@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from .. import _validation
-from ._inject import Distribution, check_bool
-from ._units import parse_duration
+from ._inject import Distribution
+from ._switch import check_bool
 
 if TYPE_CHECKING:
     import random
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
-    "MAKERS",
     "ChaosTransportStatistics",
     "HttpDisconnectFault",
     "HttpFault",
@@ -317,25 +316,3 @@ class HttpTruncateFault(HttpFault):
     def _describe(self) -> list[str]:
         error = "" if self.error else ", error=False"
         return [f"after={self.after!r}{error}"]
-
-
-def _make_status(retry_after: str | float | None = None, **options: Any) -> HttpStatusFault:
-    status = options.pop("status", 503)
-    if isinstance(retry_after, str) and retry_after[:1].isdigit():
-        retry_after = parse_duration(retry_after, "retry_after")
-    return HttpStatusFault(status, retry_after=retry_after, **options)
-
-
-def _make_latency(seconds: str | float, jitter: str | float = 0.0, **options: Any) -> Any:
-    return HttpLatencyFault(
-        parse_duration(seconds, "seconds"), jitter=parse_duration(jitter, "jitter"), **options
-    )
-
-
-#: `Schedule.from_dict` makers for the HTTP fault kinds.
-MAKERS: dict[str, Callable[..., object]] = {
-    "http_status": _make_status,
-    "http_latency": _make_latency,
-    "http_disconnect": HttpDisconnectFault,
-    "http_truncate": HttpTruncateFault,
-}

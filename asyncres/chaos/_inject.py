@@ -22,6 +22,7 @@ from .. import _validation
 from .._events import Listener, emit
 from .._policy import PolicyFaces
 from ._events import FaultInjected
+from ._switch import check_bool
 
 __all__ = [
     "Distribution",
@@ -64,12 +65,6 @@ def make_rng(seed: int | None, rng: random.Random | None) -> random.Random:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | str | bytes)):
         raise ValueError(f"`seed` must be an integer, got {seed!r}")
     return random.Random(seed)
-
-
-def check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False, got {value!r}")
-    return value
 
 
 class _Injection(PolicyFaces):

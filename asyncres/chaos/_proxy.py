@@ -18,8 +18,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .. import _validation
 from .._clock import current_time
-from ._inject import check_bool, make_rng
-from ._schedule import Switch
+from ._inject import make_rng
+from ._switch import Switch, check_bool
 from ._toxics import (
     BandwidthToxic,
     LatencyToxic,

@@ -22,7 +22,8 @@ from ._http import (
     HttpStatusFault,
     HttpTruncateFault,
 )
-from ._inject import check_bool, make_rng
+from ._inject import make_rng
+from ._switch import check_bool
 
 try:
     import httpx

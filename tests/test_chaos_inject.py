@@ -182,6 +182,34 @@ async def test_latency_from_a_distribution_with_jitter() -> None:
     assert [replay.delay() for _ in range(500)] == delays
 
 
+async def test_latency_seconds_and_jitter_change_at_runtime() -> None:
+    """Setting `seconds` and `jitter` on a live latency fault reaches the next call."""
+    fault = InjectLatency(1.0, seed=2)
+    fn = Calls()
+
+    async def took() -> float:
+        start = anyio.current_time()
+        await fault.call(fn)
+        return anyio.current_time() - start
+
+    assert await took() == pytest.approx(1.0)
+    fault.seconds = 3.0
+    assert await took() == pytest.approx(3.0)
+    fault.seconds = lambda rng: 0.5
+    assert await took() == pytest.approx(0.5)
+    fault.seconds = 2.0
+    fault.jitter = 1.0
+    delays = [fault.delay() for _ in range(200)]
+    assert 1.0 <= min(delays) < 1.1
+    assert 2.9 < max(delays) <= 3.0
+    assert (fault.seconds, fault.jitter) == (2.0, 1.0)
+    with pytest.raises(ValueError, match="`seconds` must be >= 0"):
+        fault.seconds = -1.0
+    with pytest.raises(ValueError, match="`jitter` must be >= 0"):
+        fault.jitter = -0.5
+    assert (fault.seconds, fault.jitter) == (2.0, 1.0)
+
+
 async def test_latency_is_cut_short_by_an_enclosing_timeout() -> None:
     """A Timeout outside the latency fault fires as it would on a slow dependency."""
     fn = Calls()

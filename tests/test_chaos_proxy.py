@@ -7,6 +7,7 @@ refuses. Delays are kept short (50-200 ms) and every test is bounded.
 
 from __future__ import annotations
 
+import random
 import socket
 import statistics
 import time
@@ -394,11 +395,14 @@ async def test_a_schedule_drives_an_outage_and_a_latency_spike(
 
 
 async def test_toxicity_picks_connections_at_random_reproducibly() -> None:
-    """toxicity=0.5 resets about half the connections; the seed replays which ones."""
+    """toxicity=0.5 resets about half the connections; the seed (or a new rng) replays them."""
 
-    async def reset_pattern(seed: int) -> list[bool]:
+    async def reset_pattern(seed: int, *, reseed: bool = False) -> list[bool]:
         outcome = []
-        async with tcp_server() as upstream, FaultProxy(upstream=upstream, seed=seed) as proxy:
+        start = 99 if reseed else seed
+        async with tcp_server() as upstream, FaultProxy(upstream=upstream, seed=start) as proxy:
+            if reseed:
+                proxy.rng = random.Random(seed)  # a live knob: the draws follow it
             proxy.add(ResetPeerToxic(toxicity=0.5))
             for _ in range(30):
                 async with await anyio.connect_tcp(*proxy.address) as stream:
@@ -411,7 +415,8 @@ async def test_toxicity_picks_connections_at_random_reproducibly() -> None:
 
     with anyio.fail_after(20):
         first, second = await reset_pattern(3), await reset_pattern(3)
-    assert first == second
+        reseeded = await reset_pattern(3, reseed=True)
+    assert first == second == reseeded
     assert 7 <= sum(first) <= 23
 
 

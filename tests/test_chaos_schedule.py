@@ -1,4 +1,4 @@
-"""Schedule and Phase: faults over time, as a policy and as a switchboard; scenario files."""
+"""Schedule and Phase: faults over time, as a policy and as a switchboard; schedule files."""
 
 from __future__ import annotations
 
@@ -230,7 +230,7 @@ async def test_an_endless_last_phase_stays_on() -> None:
     assert await schedule.call(real) == "x"
 
 
-SCENARIO = """
+SCHEDULE_TOML = """
 name = "checkout drill"
 seed = 7
 
@@ -279,9 +279,9 @@ class Collector:
 
 
 async def test_from_toml_builds_the_drill_story(tmp_path: Path) -> None:
-    """A TOML scenario becomes phases of real faults, attached to their targets."""
+    """A TOML schedule becomes phases of real faults, attached to their targets."""
     path = tmp_path / "drill.toml"
-    path.write_text(SCENARIO)
+    path.write_text(SCHEDULE_TOML)
     http = Collector()
     proxy = FaultProxy(upstream=("127.0.0.1", 9))
     schedule = Schedule.from_toml(path, targets={"http": http, "db": proxy, "outage": proxy.outage})
@@ -310,7 +310,7 @@ async def test_from_toml_builds_the_drill_story(tmp_path: Path) -> None:
     assert schedule.phases[4].faults == (proxy.outage,)
 
 
-async def test_a_seeded_scenario_replays_exactly() -> None:
+async def test_a_seeded_schedule_replays_exactly() -> None:
     """Two schedules from the same data and seed inject the same faults on the same calls."""
     data = {
         "phases": [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -112,6 +113,30 @@ async def test_header_latency_delays_the_response_after_the_server_answered() ->
     assert backend.seen[0][0] == pytest.approx(start)
 
 
+async def test_latency_seconds_and_jitter_change_while_requests_flow() -> None:
+    """Setting `seconds` and `jitter` on a live HTTP latency fault reaches the next request."""
+    fault = HttpLatencyFault(1.0)
+    async with client(Backend(), fault, seed=4) as c:
+
+        async def took() -> float:
+            start = anyio.current_time()
+            await c.get("/")
+            return anyio.current_time() - start
+
+        assert await took() == pytest.approx(1.0)
+        fault.seconds = 2.5
+        assert await took() == pytest.approx(2.5)
+        fault.jitter = 0.5
+        spread = [await took() for _ in range(50)]
+    assert 2.0 <= min(spread) < 2.2
+    assert 2.8 < max(spread) <= 3.0
+    with pytest.raises(ValueError, match="`seconds` must be >= 0"):
+        fault.seconds = -1.0
+    with pytest.raises(ValueError, match="`jitter` must be a number"):
+        fault.jitter = float("nan")
+    assert (fault.seconds, fault.jitter) == (2.5, 0.5)
+
+
 async def test_body_latency_stalls_the_body_not_the_headers() -> None:
     """where='body': headers arrive at once, the first body byte `seconds` later."""
     async with client(Backend(), HttpLatencyFault(2.0, where="body")) as c:
@@ -198,8 +223,22 @@ async def test_match_limits_a_fault_to_some_requests() -> None:
     assert "match=<lambda>" in repr(fault)
 
 
+async def test_match_changes_while_requests_flow() -> None:
+    """A new predicate (or none) reaches the next request; a non-callable is refused."""
+    fault = HttpStatusFault(500, match=lambda r: r.url.path == "/a")
+    async with client(Backend(), fault) as c:
+        assert [(await c.get(p)).status_code for p in ("/a", "/b")] == [500, 200]
+        fault.match = lambda r: r.url.path == "/b"
+        assert [(await c.get(p)).status_code for p in ("/a", "/b")] == [200, 500]
+        fault.match = None
+        assert [(await c.get(p)).status_code for p in ("/a", "/b")] == [500, 500]
+        with pytest.raises(ValueError, match="`match` must be a predicate"):
+            fault.match = "/a"  # type: ignore[assignment]
+        assert fault.match is None
+
+
 async def test_rates_are_drawn_from_the_seeded_generator() -> None:
-    """The same seed gives the same faulty requests; a rate of 0.25 hits about a quarter."""
+    """The same seed (or generator) gives the same faulty requests; 0.25 hits a quarter."""
 
     async def statuses(seed: int) -> list[int]:
         async with client(Backend(), HttpStatusFault(503, rate=0.25), seed=seed) as c:
@@ -208,6 +247,12 @@ async def test_rates_are_drawn_from_the_seeded_generator() -> None:
     first, second, other = await statuses(1), await statuses(1), await statuses(2)
     assert first == second != other
     assert 0.2 < first.count(503) / 400 < 0.3
+    fault = HttpStatusFault(503, rate=0.25)
+    transport = ChaosTransport(httpx.MockTransport(Backend()), faults=[fault], seed=2)
+    transport.rng = random.Random(1)  # reseeded: replays seed 1, not seed 2
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        reseeded = [(await c.get("/")).status_code for _ in range(400)]
+    assert reseeded == first
 
 
 async def test_faults_change_while_requests_flow() -> None:

@@ -28,12 +28,12 @@ from ._inject import InjectError as InjectError
 from ._inject import InjectionStatistics as InjectionStatistics
 from ._inject import InjectLatency as InjectLatency
 from ._inject import InjectResult as InjectResult
+from ._phase import Phase as Phase
 from ._proxy import FaultProxy as FaultProxy
 from ._proxy import FaultProxyStatistics as FaultProxyStatistics
-from ._schedule import Phase as Phase
 from ._schedule import Schedule as Schedule
-from ._schedule import Switch as Switch
-from ._schedule import Switchable as Switchable
+from ._switch import Switch as Switch
+from ._switch import Switchable as Switchable
 from ._toxics import BandwidthToxic as BandwidthToxic
 from ._toxics import Direction as Direction
 from ._toxics import LatencyToxic as LatencyToxic

@@ -1,7 +1,8 @@
 """HTTP-level faults for `ChaosTransport` (this module does not import httpx).
 
 Each fault has an injection ``rate``, an ``enabled`` switch and an optional ``match``
-predicate on the request; all three can change while requests flow.
+predicate on the request; all three — and a latency's ``seconds`` and ``jitter`` — can change
+while requests flow. The other options are read-only after construction.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from .. import _validation
-from ._inject import Distribution, check_bool
-from ._units import parse_duration
+from .._setting import Setting
+from ._inject import Distribution, check_latency
+from ._switch import check_bool
 
 if TYPE_CHECKING:
     import random
@@ -21,7 +23,6 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
-    "MAKERS",
     "ChaosTransportStatistics",
     "HttpDisconnectFault",
     "HttpFault",
@@ -43,19 +44,30 @@ class ChaosTransportStatistics:
     injected: int
 
 
+def _predicate(
+    match: Callable[[httpx.Request], bool] | None,
+) -> Callable[[httpx.Request], bool] | None:
+    if match is not None and not callable(match):
+        raise ValueError(f"`match` must be a predicate on the request, got {match!r}")
+    return match
+
+
 class HttpFault:
     """Base class of the faults a `ChaosTransport` injects.
 
     ``rate``: the fraction of requests (0..1) on which the fault fires; ``enabled``: the
     switch a `Schedule` turns; ``match``: an optional predicate on the ``httpx.Request``
-    (e.g. ``lambda r: r.url.path.startswith("/orders")``). All are settable at runtime.
+    (e.g. ``lambda r: r.url.path.startswith("/orders")``). All three are settable at
+    runtime; ``name`` is read-only.
     """
 
-    __slots__ = ("_enabled", "_rate", "match", "name")
+    __slots__ = ("_enabled", "_match", "_name", "_rate")
 
     __module__ = "asyncres.chaos"
 
     kind: ClassVar[str] = ""
+
+    name: Setting[str | None] = Setting()
 
     def __init__(
         self,
@@ -67,10 +79,17 @@ class HttpFault:
     ) -> None:
         self._rate = _validation.ratio("rate", rate)
         self._enabled = check_bool("enabled", enabled)
-        if match is not None and not callable(match):
-            raise ValueError(f"`match` must be a predicate on the request, got {match!r}")
-        self.match = match
-        self.name = name
+        self._match = _predicate(match)
+        self._name = name
+
+    @property
+    def match(self) -> Callable[[httpx.Request], bool] | None:
+        """The predicate a request must pass for the fault to draw (``None``: every request)."""
+        return self._match
+
+    @match.setter
+    def match(self, value: Callable[[httpx.Request], bool] | None) -> None:
+        self._match = _predicate(value)
 
     @property
     def rate(self) -> float:
@@ -98,10 +117,10 @@ class HttpFault:
         parts.append(f"rate={self._rate!r}")
         if not self._enabled:
             parts.append("enabled=False")
-        if self.match is not None:
-            parts.append(f"match={getattr(self.match, '__name__', self.match)!s}")
-        if self.name:
-            parts.append(f"name={self.name!r}")
+        if self._match is not None:
+            parts.append(f"match={getattr(self._match, '__name__', self._match)!s}")
+        if self._name:
+            parts.append(f"name={self._name!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
 
@@ -113,11 +132,16 @@ class HttpStatusFault(HttpFault):
     HTTP date). ``headers`` and ``content`` complete the response.
     """
 
-    __slots__ = ("content", "headers", "retry_after", "status")
+    __slots__ = ("_content", "_headers", "_retry_after", "_status")
 
     __module__ = "asyncres.chaos"
 
     kind = "http_status"
+
+    status: Setting[int] = Setting()
+    retry_after: Setting[float | str | None] = Setting()
+    headers: Setting[dict[str, str]] = Setting()
+    content: Setting[bytes] = Setting()
 
     def __init__(
         self,
@@ -133,34 +157,34 @@ class HttpStatusFault(HttpFault):
         name: str | None = None,
     ) -> None:
         super().__init__(rate=rate, enabled=enabled, match=match, name=name)
-        self.status = _validation.count("status", status, minimum=100)
-        if self.status > 599:
+        self._status = _validation.count("status", status, minimum=100)
+        if self._status > 599:
             raise ValueError(f"`status` must be an HTTP status code (100..599), got {status!r}")
         if retry_after is not None and not isinstance(retry_after, str):
             retry_after = _validation.non_negative("retry_after", retry_after)
             if math.isinf(retry_after):
                 raise ValueError("`retry_after` must be finite, got inf")
-        self.retry_after = retry_after
-        self.headers = dict(headers or {})
-        self.content = content.encode() if isinstance(content, str) else bytes(content)
+        self._retry_after = retry_after
+        self._headers = dict(headers or {})
+        self._content = content.encode() if isinstance(content, str) else bytes(content)
 
     def _describe(self) -> list[str]:
-        parts = [repr(self.status)]
-        if self.retry_after is not None:
-            parts.append(f"retry_after={self.retry_after!r}")
+        parts = [repr(self._status)]
+        if self._retry_after is not None:
+            parts.append(f"retry_after={self._retry_after!r}")
         return parts
 
     def response_headers(self) -> list[tuple[str, str]]:
         """The headers of the injected response."""
-        headers = list(self.headers.items())
-        retry_after = self.retry_after
+        headers = list(self._headers.items())
+        retry_after = self._retry_after
         if retry_after is not None:
             if isinstance(retry_after, float) and retry_after.is_integer():
                 shown = str(int(retry_after))
             else:
                 shown = str(retry_after)
             headers.append(("Retry-After", shown))
-        if self.content and not any(k.lower() == "content-type" for k, _ in headers):
+        if self._content and not any(k.lower() == "content-type" for k, _ in headers):
             headers.append(("Content-Type", "text/plain; charset=utf-8"))
         return headers
 
@@ -177,11 +201,14 @@ class HttpLatencyFault(HttpFault):
     ``uniform(-jitter, +jitter)``.
     """
 
-    __slots__ = ("after", "jitter", "seconds", "where")
+    __slots__ = ("_after", "_jitter", "_seconds", "_where")
 
     __module__ = "asyncres.chaos"
 
     kind = "http_latency"
+
+    where: Setting[Literal["headers", "body"]] = Setting()
+    after: Setting[int] = Setting()
 
     def __init__(
         self,
@@ -197,33 +224,50 @@ class HttpLatencyFault(HttpFault):
         name: str | None = None,
     ) -> None:
         super().__init__(rate=rate, enabled=enabled, match=match, name=name)
-        if not callable(seconds):
-            seconds = _validation.non_negative("seconds", seconds)
-        self.seconds: float | Distribution = seconds
-        self.jitter = _validation.non_negative("jitter", jitter)
+        self._seconds = check_latency("seconds", seconds)
+        self._jitter = _validation.non_negative("jitter", jitter)
         if where not in ("headers", "body"):
             raise ValueError(f"`where` must be 'headers' or 'body', got {where!r}")
-        self.where = where
-        self.after = _validation.count("after", after, minimum=0)
-        if self.after and where != "body":
+        self._where: Literal["headers", "body"] = where
+        self._after = _validation.count("after", after, minimum=0)
+        if self._after and where != "body":
             raise ValueError("`after` applies to where='body' only")
 
+    @property
+    def seconds(self) -> float | Distribution:
+        """The delay (or its distribution); settable while requests flow."""
+        return self._seconds
+
+    @seconds.setter
+    def seconds(self, value: float | Distribution) -> None:
+        self._seconds = check_latency("seconds", value)
+
+    @property
+    def jitter(self) -> float:
+        """The uniform spread around ``seconds``; settable while requests flow."""
+        return self._jitter
+
+    @jitter.setter
+    def jitter(self, value: float) -> None:
+        self._jitter = _validation.non_negative("jitter", value)
+
     def _describe(self) -> list[str]:
-        seconds = self.seconds
+        seconds = self._seconds
         parts = [repr(seconds) if isinstance(seconds, float) else getattr(seconds, "__name__", "?")]
-        if self.jitter:
-            parts.append(f"jitter={self.jitter!r}")
-        parts.append(f"where={self.where!r}")
-        if self.after:
-            parts.append(f"after={self.after!r}")
+        if self._jitter:
+            parts.append(f"jitter={self._jitter!r}")
+        parts.append(f"where={self._where!r}")
+        if self._after:
+            parts.append(f"after={self._after!r}")
         return parts
 
     def delay(self, rng: random.Random) -> float:
         """Draw one delay in seconds (never negative)."""
-        seconds = self.seconds
+        seconds = self._seconds
         delay = float(seconds(rng)) if callable(seconds) else seconds
-        if self.jitter:
-            delay += rng.uniform(-self.jitter, self.jitter)
+        jitter = self._jitter
+        if jitter:
+            delay += rng.uniform(-jitter, jitter)
         return delay if delay > 0.0 else 0.0
 
 
@@ -259,11 +303,13 @@ class HttpDisconnectFault(HttpFault):
     so only idempotent requests may be retried.
     """
 
-    __slots__ = ("when",)
+    __slots__ = ("_when",)
 
     __module__ = "asyncres.chaos"
 
     kind = "http_disconnect"
+
+    when: Setting[Literal["connect", "write", "read", "close"]] = Setting()
 
     def __init__(
         self,
@@ -277,10 +323,10 @@ class HttpDisconnectFault(HttpFault):
         super().__init__(rate=rate, enabled=enabled, match=match, name=name)
         if when not in DISCONNECTS:
             raise ValueError(f"`when` must be one of {sorted(DISCONNECTS)}, got {when!r}")
-        self.when = when
+        self._when: Literal["connect", "write", "read", "close"] = when
 
     def _describe(self) -> list[str]:
-        return [f"when={self.when!r}"]
+        return [f"when={self._when!r}"]
 
 
 class HttpTruncateFault(HttpFault):
@@ -294,11 +340,14 @@ class HttpTruncateFault(HttpFault):
     returns to the pool; do not truncate endless streams.
     """
 
-    __slots__ = ("after", "error")
+    __slots__ = ("_after", "_error")
 
     __module__ = "asyncres.chaos"
 
     kind = "http_truncate"
+
+    after: Setting[int] = Setting()
+    error: Setting[bool] = Setting()
 
     def __init__(
         self,
@@ -311,31 +360,9 @@ class HttpTruncateFault(HttpFault):
         name: str | None = None,
     ) -> None:
         super().__init__(rate=rate, enabled=enabled, match=match, name=name)
-        self.after = _validation.count("after", after, minimum=0)
-        self.error = check_bool("error", error)
+        self._after = _validation.count("after", after, minimum=0)
+        self._error = check_bool("error", error)
 
     def _describe(self) -> list[str]:
-        error = "" if self.error else ", error=False"
-        return [f"after={self.after!r}{error}"]
-
-
-def _make_status(retry_after: str | float | None = None, **options: Any) -> HttpStatusFault:
-    status = options.pop("status", 503)
-    if isinstance(retry_after, str) and retry_after[:1].isdigit():
-        retry_after = parse_duration(retry_after, "retry_after")
-    return HttpStatusFault(status, retry_after=retry_after, **options)
-
-
-def _make_latency(seconds: str | float, jitter: str | float = 0.0, **options: Any) -> Any:
-    return HttpLatencyFault(
-        parse_duration(seconds, "seconds"), jitter=parse_duration(jitter, "jitter"), **options
-    )
-
-
-#: `Schedule.from_dict` makers for the HTTP fault kinds.
-MAKERS: dict[str, Callable[..., object]] = {
-    "http_status": _make_status,
-    "http_latency": _make_latency,
-    "http_disconnect": HttpDisconnectFault,
-    "http_truncate": HttpTruncateFault,
-}
+        error = "" if self._error else ", error=False"
+        return [f"after={self._after!r}{error}"]

@@ -2,8 +2,10 @@
 
 Each is a policy (``call``, ``execute``, decorator) to place innermost in a `Pipeline`, so the
 resilience layers outside it see the injected fault exactly as they would see a real one.
-Each has an injection ``rate`` (0..1), an ``enabled`` switch, both changeable at runtime, and
-its own random generator (``seed=`` or ``rng=``) so that a run can be replayed.
+Each has an injection ``rate`` (0..1), an ``enabled`` switch and its own random generator
+(``seed=`` or ``rng=``) so that a run can be replayed. Those three — and a latency's
+``seconds`` and ``jitter`` — can change while calls flow (a schedule or an operator turns
+them); the other options are read-only after construction.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import anyio.lowlevel
 from .. import _validation
 from .._events import Listener, emit
 from .._policy import PolicyFaces
+from .._setting import Setting
 from ._events import FaultInjected
+from ._switch import check_bool
 
 __all__ = [
     "Distribution",
@@ -29,6 +33,7 @@ __all__ = [
     "InjectLatency",
     "InjectResult",
     "InjectionStatistics",
+    "check_latency",
     "make_rng",
 ]
 
@@ -66,10 +71,9 @@ def make_rng(seed: int | None, rng: random.Random | None) -> random.Random:
     return random.Random(seed)
 
 
-def check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False, got {value!r}")
-    return value
+def check_latency(name: str, value: float | Distribution) -> float | Distribution:
+    """A delay in seconds (>= 0) or a distribution: a callable drawing seconds from a rng."""
+    return value if callable(value) else _validation.non_negative(name, value)
 
 
 class _Injection(PolicyFaces):
@@ -80,13 +84,15 @@ class _Injection(PolicyFaces):
         "_enabled",
         "_injected",
         "_listeners",
+        "_name",
         "_random",
         "_rate",
         "_rng",
-        "name",
     )
 
     _kind = ""
+
+    name: Setting[str | None] = Setting()
 
     def __init__(
         self,
@@ -102,7 +108,7 @@ class _Injection(PolicyFaces):
         self._enabled = check_bool("enabled", enabled)
         self._rng = make_rng(seed, rng)
         self._random = self._rng.random
-        self.name = name
+        self._name = name
         self._listeners = tuple(listeners)
         self._calls = 0
         self._injected = 0
@@ -143,8 +149,8 @@ class _Injection(PolicyFaces):
         parts = [f"rate={self._rate!r}"]
         if not self._enabled:
             parts.append("enabled=False")
-        if self.name:
-            parts.append(f"name={self.name!r}")
+        if self._name:
+            parts.append(f"name={self._name!r}")
         return ", ".join(parts)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -179,7 +185,7 @@ class _Injection(PolicyFaces):
         raise NotImplementedError
 
     def _emit(self, detail: object) -> None:
-        emit(self._listeners, FaultInjected(self.name, self._kind, detail))
+        emit(self._listeners, FaultInjected(self._name, self._kind, detail))
 
 
 class InjectError(_Injection):
@@ -192,11 +198,13 @@ class InjectError(_Injection):
     run when the fault fires.
     """
 
-    __slots__ = ("_make", "error")
+    __slots__ = ("_error", "_make")
 
     __module__ = "asyncres.chaos"
 
     _kind = "error"
+
+    error: Setting[type[Exception] | Exception | Callable[[], Exception]] = Setting()
 
     def __init__(
         self,
@@ -213,11 +221,11 @@ class InjectError(_Injection):
         super().__init__(
             rate=rate, enabled=enabled, seed=seed, rng=rng, name=name, listeners=listeners
         )
-        self.error = error
+        self._error = error
         self._make = _error_factory(error)
 
     def __repr__(self) -> str:
-        error = self.error
+        error = self._error
         shown = error.__name__ if isinstance(error, type) else repr(error)
         return f"InjectError({shown}, {self._options_repr()})"
 
@@ -289,7 +297,7 @@ class InjectLatency(_Injection):
     cancels it as it would cancel a slow dependency.
     """
 
-    __slots__ = ("_jitter", "seconds")
+    __slots__ = ("_jitter", "_seconds")
 
     __module__ = "asyncres.chaos"
 
@@ -311,10 +319,17 @@ class InjectLatency(_Injection):
         super().__init__(
             rate=rate, enabled=enabled, seed=seed, rng=rng, name=name, listeners=listeners
         )
-        if not callable(seconds):
-            seconds = _validation.non_negative("seconds", seconds)
-        self.seconds: float | Distribution = seconds
+        self._seconds = check_latency("seconds", seconds)
         self._jitter = _validation.non_negative("jitter", jitter)
+
+    @property
+    def seconds(self) -> float | Distribution:
+        """The delay (or its distribution); settable at runtime, as a spike grows or eases."""
+        return self._seconds
+
+    @seconds.setter
+    def seconds(self, value: float | Distribution) -> None:
+        self._seconds = check_latency("seconds", value)
 
     @property
     def jitter(self) -> float:
@@ -326,14 +341,14 @@ class InjectLatency(_Injection):
         self._jitter = _validation.non_negative("jitter", value)
 
     def __repr__(self) -> str:
-        seconds = self.seconds
+        seconds = self._seconds
         shown = repr(seconds) if isinstance(seconds, float) else getattr(seconds, "__name__", "?")
         jitter = f", jitter={self._jitter!r}" if self._jitter else ""
         return f"InjectLatency({shown}{jitter}, {self._options_repr()})"
 
     def delay(self) -> float:
         """Draw the next delay in seconds (never negative)."""
-        seconds = self.seconds
+        seconds = self._seconds
         rng = self._rng
         delay = float(seconds(rng)) if callable(seconds) else seconds
         if self._jitter:
@@ -356,11 +371,13 @@ class InjectResult(_Injection):
     response, a mutable list). The wrapped function does not run when the fault fires.
     """
 
-    __slots__ = ("_factory", "value")
+    __slots__ = ("_factory", "_value")
 
     __module__ = "asyncres.chaos"
 
     _kind = "result"
+
+    value: Setting[object] = Setting()
 
     def __init__(
         self,
@@ -382,17 +399,17 @@ class InjectResult(_Injection):
             raise ValueError("`value` and `factory`: pass exactly one of them")
         if factory is not None and not callable(factory):
             raise ValueError(f"`factory` must be callable, got {factory!r}")
-        self.value = None if value is _MISSING else value
+        self._value = None if value is _MISSING else value
         self._factory = factory
 
     def __repr__(self) -> str:
-        shown = f"factory={self._factory!r}" if self._factory is not None else repr(self.value)
+        shown = f"factory={self._factory!r}" if self._factory is not None else repr(self._value)
         return f"InjectResult({shown}, {self._options_repr()})"
 
     async def _inject(
         self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        result = self._factory() if self._factory is not None else self.value
+        result = self._factory() if self._factory is not None else self._value
         self._emit(result)
         await anyio.lowlevel.checkpoint()
         return result

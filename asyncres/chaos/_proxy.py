@@ -18,8 +18,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .. import _validation
 from .._clock import current_time
-from ._inject import check_bool, make_rng
-from ._schedule import Switch
+from .._setting import Setting
+from ._inject import make_rng
+from ._switch import Switch, check_bool
 from ._toxics import (
     BandwidthToxic,
     LatencyToxic,
@@ -103,9 +104,16 @@ class FaultProxy:
 
     Use it as an async context manager (enter and exit in the same task); it works on
     asyncio and trio. ``seed`` replays the toxicity draws, jitter and slice sizes.
+
+    What changes while it runs: the toxics (and their attributes), ``enabled`` and ``rng``;
+    ``upstream``, ``connect_timeout`` and ``name`` are read-only.
     """
 
     __module__ = "asyncres.chaos"
+
+    upstream: Setting[tuple[str, int]] = Setting()
+    connect_timeout: Setting[float] = Setting()
+    name: Setting[str | None] = Setting()
 
     def __init__(
         self,
@@ -119,11 +127,11 @@ class FaultProxy:
         rng: random.Random | None = None,
         name: str | None = None,
     ) -> None:
-        self.upstream = parse_address(upstream, "upstream")
+        self._upstream = parse_address(upstream, "upstream")
         self._listen = parse_address(listen, "listen")
-        self.connect_timeout = _validation.positive("connect_timeout", connect_timeout)
-        self.rng = make_rng(seed, rng)
-        self.name = name
+        self._connect_timeout = _validation.positive("connect_timeout", connect_timeout)
+        self._rng = make_rng(seed, rng)
+        self._name = name
         self._enabled = check_bool("enabled", enabled)
         self._toxics: tuple[Toxic, ...] = ()
         self._links: set[_Link] = set()
@@ -136,19 +144,32 @@ class FaultProxy:
         self._accepted = 0
         self._upstream_failures = 0
         self._bytes = {"upstream": 0, "downstream": 0}
-        self.outage = Switch(
+        self._outage = Switch(
             on=lambda: setattr(self, "enabled", False),
             off=lambda: setattr(self, "enabled", True),
             name="outage",
             enabled=not self._enabled,
         )
-        """The proxy's "down" as a switch: ``outage.enabled = True`` is ``enabled = False``."""
 
     def __repr__(self) -> str:
         listen = self._address or self._listen
         state = "" if self._enabled else " down"
         toxics = f" toxics={list(self._toxics)!r}" if self._toxics else ""
-        return f"<FaultProxy {_format(listen)} -> {_format(self.upstream)}{state}{toxics}>"
+        return f"<FaultProxy {_format(listen)} -> {_format(self._upstream)}{state}{toxics}>"
+
+    @property
+    def outage(self) -> Switch:
+        """The proxy's "down" as a switch: ``outage.enabled = True`` is ``enabled = False``."""
+        return self._outage
+
+    @property
+    def rng(self) -> random.Random:
+        """The generator for toxicity draws, jitter and slice sizes; settable (to reseed)."""
+        return self._rng
+
+    @rng.setter
+    def rng(self, value: random.Random) -> None:
+        self._rng = make_rng(None, value)
 
     # -- address -----------------------------------------------------------------------
 
@@ -220,7 +241,7 @@ class FaultProxy:
         if value == self._enabled:
             return
         self._enabled = value
-        self.outage._enabled = not value
+        self._outage._enabled = not value
         if self._task_group is None:
             return
         if value:
@@ -323,7 +344,7 @@ class FaultProxy:
         try:
             sock = self._bind()
         except OSError:
-            logger.exception("FaultProxy %s: cannot listen again on %s", self.name, self._address)
+            logger.exception("FaultProxy %s: cannot listen again on %s", self._name, self._address)
             return
         self._serve(sock)
 
@@ -357,7 +378,7 @@ class FaultProxy:
                     except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
                         if self._socket is not sock:
                             return  # stopped
-                        logger.exception("FaultProxy %s: accept failed", self.name)
+                        logger.exception("FaultProxy %s: accept failed", self._name)
                         await anyio.sleep(0.1)
                         continue
                     assert self._task_group is not None
@@ -379,7 +400,7 @@ class FaultProxy:
         try:
             await link.run()
         except Exception:
-            logger.debug("FaultProxy %s: connection ended with an error", self.name, exc_info=True)
+            logger.debug("FaultProxy %s: connection ended with an error", self._name, exc_info=True)
         finally:
             self._links.discard(link)
 
@@ -450,7 +471,7 @@ class _Link:
 
     def refresh(self) -> None:
         """Re-read the proxy's toxics: draw new or changed ones, start their timers."""
-        rng = self.proxy.rng
+        rng = self.proxy._rng
         states: dict[Toxic, _ToxicState] = {}
         upstream: list[Toxic] = []
         downstream: list[Toxic] = []
@@ -494,11 +515,11 @@ class _Link:
         async with self.client:
             with self.scope:
                 try:
-                    with anyio.fail_after(proxy.connect_timeout):
-                        self.upstream = await anyio.connect_tcp(*proxy.upstream)
+                    with anyio.fail_after(proxy._connect_timeout):
+                        self.upstream = await anyio.connect_tcp(*proxy._upstream)
                 except (OSError, TimeoutError):
                     proxy._upstream_failures += 1
-                    logger.debug("FaultProxy %s: upstream unreachable", proxy.name, exc_info=True)
+                    logger.debug("FaultProxy %s: upstream unreachable", proxy._name, exc_info=True)
                     return
                 async with self.upstream, anyio.create_task_group() as task_group:
                     self.task_group = task_group
@@ -563,7 +584,7 @@ class _Link:
             await self._changed.wait()
 
     async def _delay(self, arrival: float, direction: str) -> None:
-        rng = self.proxy.rng
+        rng = self.proxy._rng
         delay = 0.0
         for toxic in self._active[direction]:
             if isinstance(toxic, LatencyToxic):
@@ -580,7 +601,7 @@ class _Link:
         """Send one chunk through slicer, limit and bandwidth; False when the link must close."""
         active = self._active[direction]
         slicer = next((t for t in active if isinstance(t, SlicerToxic)), None)
-        pieces = [data] if slicer is None else _slice(data, slicer, self.proxy.rng)
+        pieces = [data] if slicer is None else _slice(data, slicer, self.proxy._rng)
         for number, piece in enumerate(pieces):
             if number and slicer is not None and slicer.delay:
                 await anyio.sleep(slicer.delay)

@@ -14,15 +14,10 @@ are on during it. It drives faults in two ways, which can be combined:
 from __future__ import annotations
 
 import bisect
-import builtins
-import hashlib
-import importlib
 import math
 import os
-import tomllib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -30,122 +25,17 @@ from anyio.abc import TaskStatus
 from .. import _validation
 from .._clock import current_time, resolve_clock
 from .._events import Listener, emit
-from .._pipeline import Pipeline
-from .._policy import Policy, PolicyFaces
+from .._policy import PolicyFaces
+from .._setting import Setting
 from ._events import PhaseStarted
-from ._units import parse_duration
+from ._loaders import load_schedule_data, read_toml
+from ._phase import Phase
+from ._switch import check_bool
 
-__all__ = ["Phase", "Schedule", "Switch", "Switchable"]
+__all__ = ["PhaseSpec", "Schedule"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
-
-
-@runtime_checkable
-class Switchable(Protocol):
-    """Anything a `Schedule` can turn on and off: an object with a writable ``enabled``."""
-
-    enabled: bool
-
-
-Switchable.__module__ = "asyncres.chaos"
-
-
-class Switch:
-    """An on/off handle over two callbacks, for faults that are not objects of their own.
-
-    ``Switch(on=proxy.disable, off=proxy.enable, name="outage")`` gives a `Schedule` an
-    ``enabled`` attribute to set; the callbacks run only when the state changes.
-    """
-
-    __slots__ = ("_enabled", "_off", "_on", "name")
-
-    __module__ = "asyncres.chaos"
-
-    def __init__(
-        self,
-        *,
-        on: Callable[[], object],
-        off: Callable[[], object],
-        name: str | None = None,
-        enabled: bool = False,
-    ) -> None:
-        if not callable(on):
-            raise ValueError(f"`on` must be callable, got {on!r}")
-        if not callable(off):
-            raise ValueError(f"`off` must be callable, got {off!r}")
-        self._on = on
-        self._off = off
-        self.name = name
-        self._enabled = _bool("enabled", enabled)
-
-    @property
-    def enabled(self) -> bool:
-        """The switch's state; setting it runs ``on`` or ``off`` when the state changes."""
-        return self._enabled
-
-    @enabled.setter
-    def enabled(self, value: bool) -> None:
-        value = _bool("enabled", value)
-        if value != self._enabled:
-            self._enabled = value
-            (self._on if value else self._off)()
-
-    def __repr__(self) -> str:
-        name = f"{self.name!r}, " if self.name else ""
-        return f"Switch({name}enabled={self._enabled})"
-
-
-class Phase:
-    """One step of a `Schedule`: ``name``, how long it lasts, and the faults on during it.
-
-    ``faults`` holds injection policies (used when the schedule runs as a policy) and/or
-    switchable objects (turned on by `Schedule.run`). Only the last phase of a schedule may
-    last forever (``seconds=math.inf``).
-    """
-
-    __slots__ = ("_call", "_switches", "faults", "name", "seconds")
-
-    __module__ = "asyncres.chaos"
-
-    def __init__(self, name: str, *, seconds: float, faults: Iterable[object] = ()) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"`name` must be a non-empty string, got {name!r}")
-        self.name = name
-        self.seconds = _validation.positive("seconds", seconds)
-        self.faults = tuple(faults)
-        policies: list[Policy] = []
-        switches: list[object] = []
-        for fault in self.faults:
-            is_policy = callable(getattr(fault, "execute", None))
-            is_switch = hasattr(fault, "enabled")
-            if not (is_policy or is_switch):
-                raise ValueError(
-                    f"`faults` must be policies or objects with an `enabled` switch, got {fault!r}"
-                )
-            if is_policy:
-                policies.append(fault)  # type: ignore[arg-type]
-            if is_switch:
-                switches.append(fault)
-        # One policy with a call() is used directly (no pipeline walk): the common case.
-        self._call: Callable[..., Awaitable[Any]] | None = None
-        if len(policies) == 1 and callable(getattr(policies[0], "call", None)):
-            self._call = policies[0].call  # type: ignore[attr-defined]
-        elif policies:
-            self._call = Pipeline(*policies).call
-        self._switches = tuple(switches)
-
-    def __repr__(self) -> str:
-        faults = f", faults={list(self.faults)!r}" if self.faults else ""
-        return f"Phase({self.name!r}, seconds={self.seconds!r}{faults})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Phase):
-            return NotImplemented
-        return (self.name, self.seconds, self.faults) == (other.name, other.seconds, other.faults)
-
-    def __hash__(self) -> int:
-        return hash((self.name, self.seconds, len(self.faults)))
 
 
 PhaseSpec = Phase | tuple[float, float, object]
@@ -176,19 +66,23 @@ class Schedule(PolicyFaces):
         "_clock",
         "_ends",
         "_listeners",
+        "_name",
         "_origin",
+        "_phases",
+        "_repeat",
         "_starts",
         "_switches",
         "_total",
         "_window_call",
         "_window_end",
         "_window_start",
-        "name",
-        "phases",
-        "repeat",
     )
 
     __module__ = "asyncres.chaos"
+
+    phases: Setting[tuple[Phase, ...]] = Setting()
+    repeat: Setting[bool] = Setting()
+    name: Setting[str | None] = Setting()
 
     def __init__(
         self,
@@ -198,31 +92,31 @@ class Schedule(PolicyFaces):
         name: str | None = None,
         listeners: Iterable[Listener] = (),
     ) -> None:
-        self.phases = _build_phases(phases)
-        if not self.phases:
+        self._phases = _build_phases(phases)
+        if not self._phases:
             raise ValueError("`phases` must hold at least one phase")
-        for phase in self.phases[:-1]:
-            if math.isinf(phase.seconds):
+        for phase in self._phases[:-1]:
+            if math.isinf(phase._seconds):
                 raise ValueError(f"`phases`: only the last phase may last forever ({phase!r})")
-        self.repeat = _bool("repeat", repeat)
+        self._repeat = check_bool("repeat", repeat)
         starts: list[float] = []
         ends: list[float] = []
         at = 0.0
-        for phase in self.phases:
+        for phase in self._phases:
             starts.append(at)
-            at += phase.seconds
+            at += phase._seconds
             ends.append(at)
-        if self.repeat and math.isinf(at):
+        if self._repeat and math.isinf(at):
             raise ValueError("`repeat`: a schedule with an endless phase cannot repeat")
         self._starts = tuple(starts)
         self._ends = tuple(ends)
         self._total = at
         switches: dict[int, object] = {}
-        for phase in self.phases:
+        for phase in self._phases:
             for switch in phase._switches:
                 switches.setdefault(id(switch), switch)
         self._switches = tuple(switches.values())
-        self.name = name
+        self._name = name
         self._listeners = tuple(listeners)
         self._origin: float | None = None
         self._announced: tuple[int, int] | None = None
@@ -230,9 +124,9 @@ class Schedule(PolicyFaces):
         self._forget_window()
 
     def __repr__(self) -> str:
-        repeat = ", repeat=True" if self.repeat else ""
-        name = f", name={self.name!r}" if self.name else ""
-        return f"Schedule({list(self.phases)!r}{repeat}{name})"
+        repeat = ", repeat=True" if self._repeat else ""
+        name = f", name={self._name!r}" if self._name else ""
+        return f"Schedule({list(self._phases)!r}{repeat}{name})"
 
     @property
     def duration(self) -> float:
@@ -242,7 +136,7 @@ class Schedule(PolicyFaces):
     @property
     def timeline(self) -> tuple[tuple[float, float, Phase], ...]:
         """``(start, end, phase)`` for each phase, in seconds from the start (for charts)."""
-        return tuple(zip(self._starts, self._ends, self.phases, strict=True))
+        return tuple(zip(self._starts, self._ends, self._phases, strict=True))
 
     @property
     def started(self) -> bool:
@@ -274,7 +168,7 @@ class Schedule(PolicyFaces):
     def phase_at(self, elapsed: float) -> Phase | None:
         """The phase in force ``elapsed`` seconds after the start (``None`` outside)."""
         located = self._locate(elapsed)
-        return None if located is None else self.phases[located[1]]
+        return None if located is None else self._phases[located[1]]
 
     def current(self) -> Phase | None:
         """The phase in force now (``None`` before the start or after the last phase)."""
@@ -288,7 +182,7 @@ class Schedule(PolicyFaces):
             return None
         rounds = 0.0
         if elapsed >= self._total:
-            if not self.repeat:
+            if not self._repeat:
                 return None
             rounds, elapsed = divmod(elapsed, self._total)
         return int(rounds), bisect.bisect_right(self._ends, elapsed)
@@ -299,7 +193,7 @@ class Schedule(PolicyFaces):
             index = located[1]
             emit(
                 self._listeners,
-                PhaseStarted(self.name, index, self.phases[index].name, self._starts[index]),
+                PhaseStarted(self._name, index, self._phases[index]._name, self._starts[index]),
             )
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -333,7 +227,7 @@ class Schedule(PolicyFaces):
         offset = origin + rounds * self._total
         self._window_start = offset + self._starts[index]
         self._window_end = offset + self._ends[index]
-        self._window_call = self.phases[index]._call
+        self._window_call = self._phases[index]._call
         self._announce(located)
         return self._window_call
 
@@ -365,7 +259,7 @@ class Schedule(PolicyFaces):
                 else:
                     rounds, index = located
                     wake = origin + rounds * self._total + self._ends[index]
-                    active = self.phases[index]._switches
+                    active = self._phases[index]._switches
                 self._switch(active)
                 if located is not None:
                     self._announce(located)
@@ -397,7 +291,7 @@ class Schedule(PolicyFaces):
         seed: int | None = None,
         listeners: Iterable[Listener] = (),
     ) -> Schedule:
-        """Build a schedule from plain data (a parsed TOML or JSON scenario).
+        """Build a schedule from plain data (a parsed TOML or JSON document).
 
         ``data`` has ``phases`` (a list of tables with ``name``, ``seconds`` and ``faults``)
         and optionally ``name``, ``repeat`` and ``seed``. Durations are numbers of seconds
@@ -414,43 +308,10 @@ class Schedule(PolicyFaces):
           ``add()`` — a `ChaosTransport` or a `FaultProxy` — and `run()` switches it.
 
         ``seed`` (or the data's ``seed``) seeds each built-in injection policy that has no
-        seed of its own, differently per fault, so a scenario replays exactly.
+        seed of its own, differently per fault, so a schedule replays exactly.
         """
-        if not isinstance(data, Mapping):
-            raise ValueError(f"`data` must be a mapping, got {type(data).__name__}")
-        unknown = set(data) - {"phases", "name", "repeat", "seed"}
-        if unknown:
-            raise ValueError(f"`data`: unknown keys {sorted(unknown)}")
-        phases_data = data.get("phases")
-        if not isinstance(phases_data, list) or not phases_data:
-            raise ValueError("`data`: `phases` must be a non-empty list of tables")
-        if seed is None:
-            seed = data.get("seed")
-        all_makers: dict[str, Callable[..., object]] = dict(_builtin_makers())
-        all_makers.update(makers or {})
-        targets = dict(targets or {})
-        phases: list[Phase] = []
-        for number, spec in enumerate(phases_data, start=1):
-            if not isinstance(spec, Mapping):
-                raise ValueError(f"phase {number}: must be a table, got {spec!r}")
-            unknown = set(spec) - {"name", "seconds", "faults"}
-            if unknown:
-                raise ValueError(f"phase {number}: unknown keys {sorted(unknown)}")
-            name = spec.get("name", f"phase {number}")
-            if "seconds" not in spec:
-                raise ValueError(f"phase {number} ({name}): `seconds` is required")
-            seconds = parse_duration(spec["seconds"], "seconds")
-            faults = [
-                _build_fault(item, f"phase {number} ({name}) fault {i}", targets, all_makers, seed)
-                for i, item in enumerate(spec.get("faults", []), start=1)
-            ]
-            phases.append(Phase(name, seconds=seconds, faults=faults))
-        return cls(
-            phases,
-            repeat=data.get("repeat", False),
-            name=data.get("name"),
-            listeners=listeners,
-        )
+        loaded = load_schedule_data(data, targets=targets, makers=makers, seed=seed)
+        return cls(loaded.phases, repeat=loaded.repeat, name=loaded.name, listeners=listeners)
 
     @classmethod
     def from_toml(
@@ -463,7 +324,7 @@ class Schedule(PolicyFaces):
         listeners: Iterable[Listener] = (),
     ) -> Schedule:
         """`from_dict` on a TOML file (top-level ``[[phases]]`` tables)."""
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = read_toml(path)
         return cls.from_dict(data, targets=targets, makers=makers, seed=seed, listeners=listeners)
 
 
@@ -471,12 +332,6 @@ def _set(switch: Any, enabled: bool) -> None:
     """Set ``enabled`` only when it changes (switches may have side effects)."""
     if switch.enabled != enabled:
         switch.enabled = enabled
-
-
-def _bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False, got {value!r}")
-    return value
 
 
 def _build_phases(specs: Iterable[PhaseSpec]) -> tuple[Phase, ...]:
@@ -487,7 +342,7 @@ def _build_phases(specs: Iterable[PhaseSpec]) -> tuple[Phase, ...]:
     for spec in specs:
         if isinstance(spec, Phase):
             phases.append(spec)
-            at += spec.seconds
+            at += spec._seconds
             continue
         if not (isinstance(spec, tuple) and len(spec) == 3):
             raise ValueError(f"`phases` items must be Phase or (start, end, faults), got {spec!r}")
@@ -509,112 +364,3 @@ def _build_phases(specs: Iterable[PhaseSpec]) -> tuple[Phase, ...]:
         phases.append(Phase(f"{start:g}-{end:g}s", seconds=end - start, faults=items))
         at = end
     return tuple(phases)
-
-
-def _build_fault(
-    item: object,
-    where: str,
-    targets: dict[str, object],
-    makers: Mapping[str, Callable[..., object]],
-    seed: object,
-) -> object:
-    if isinstance(item, str):
-        if item not in targets:
-            known = ", ".join(sorted(targets)) or "none"
-            raise ValueError(f"{where}: unknown target {item!r} (known: {known})")
-        return targets[item]
-    if not isinstance(item, Mapping):
-        raise ValueError(f"{where}: must be a target name or a table, got {item!r}")
-    options = dict(item)
-    kind = options.pop("kind", None)
-    if kind not in makers:
-        raise ValueError(f"{where}: `kind` must be one of {sorted(makers)}, got {kind!r}")
-    attach = options.pop("attach", None)
-    if seed is not None and kind in _SEEDED_KINDS and "seed" not in options:
-        digest = hashlib.sha256(f"{seed}/{where}".encode()).digest()
-        options["seed"] = int.from_bytes(digest[:8], "big")
-    try:
-        fault = makers[kind](**options)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where} ({kind}): {exc}") from None
-    if attach is not None:
-        target: Any = targets.get(attach)
-        if target is None or not callable(getattr(target, "add", None)):
-            raise ValueError(f"{where}: `attach` must name a target with add(), got {attach!r}")
-        if hasattr(fault, "enabled"):
-            fault.enabled = False
-        target.add(fault)
-    return fault
-
-
-_SEEDED_KINDS = frozenset({"error", "latency", "result"})
-
-
-def _resolve_exception(name: str) -> type[Exception]:
-    if not isinstance(name, str):
-        raise ValueError(f"`error` must name an exception type, got {name!r}")
-    module_name, _, attr = name.rpartition(".")
-    try:
-        if module_name:
-            value = getattr(importlib.import_module(module_name), attr)
-        else:
-            value = getattr(builtins, attr)
-    except (ImportError, AttributeError):
-        raise ValueError(f"`error`: cannot find an exception named {name!r}") from None
-    if not (isinstance(value, type) and issubclass(value, Exception)):
-        raise ValueError(f"`error` must name an Exception type, got {name!r}")
-    return value
-
-
-def _make_error(error: str = "ConnectionError", message: str | None = None, **options: Any) -> Any:
-    from ._inject import InjectError
-
-    exc_type = _resolve_exception(error)
-    if message is None:
-        return InjectError(exc_type, **options)
-    try:
-        exc_type(message)
-    except Exception as exc:
-        raise ValueError(f"`message`: {error} cannot be built from a message ({exc})") from None
-    return InjectError(lambda: exc_type(message), **options)
-
-
-def _make_latency(seconds: str | float, jitter: str | float = 0.0, **options: Any) -> Any:
-    from ._inject import InjectLatency
-
-    return InjectLatency(
-        parse_duration(seconds, "seconds"), jitter=parse_duration(jitter, "jitter"), **options
-    )
-
-
-def _make_result(value: object, **options: Any) -> Any:
-    from ._inject import InjectResult
-
-    return InjectResult(value, **options)
-
-
-def _builtin_makers() -> dict[str, Callable[..., object]]:
-    from ._http import MAKERS as HTTP_MAKERS
-    from ._toxics import make_toxic
-
-    makers: dict[str, Callable[..., object]] = {
-        "error": _make_error,
-        "latency": _make_latency,
-        "result": _make_result,
-        "toxic": make_toxic,
-    }
-    makers.update(HTTP_MAKERS)
-    return makers
-
-
-#: The fault kinds `Schedule.from_dict` builds without help.
-FAULT_KINDS: Sequence[str] = (
-    "error",
-    "http_disconnect",
-    "http_latency",
-    "http_status",
-    "http_truncate",
-    "latency",
-    "result",
-    "toxic",
-)

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from .. import _validation
+from ._switch import check_bool
 from ._units import parse_duration, parse_size
-
-if TYPE_CHECKING:
-    from ._proxy import FaultProxy
 
 __all__ = [
     "TOXIC_TYPES",
@@ -30,6 +28,7 @@ __all__ = [
     "SlowCloseToxic",
     "TimeoutToxic",
     "Toxic",
+    "ToxicOwner",
     "make_toxic",
     "parse_toxic",
 ]
@@ -42,12 +41,6 @@ def _direction(name: str, value: Any) -> str:
     if value not in _DIRECTIONS:
         raise ValueError(f"`{name}` must be 'upstream', 'downstream' or 'both', got {value!r}")
     return str(value)
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False, got {value!r}")
-    return value
 
 
 def _finite_non_negative(name: str, value: Any) -> float:
@@ -65,6 +58,16 @@ def _limit(name: str, value: Any) -> int:
     return _validation.count(name, value, minimum=0)
 
 
+class ToxicOwner(Protocol):
+    """What a toxic needs from the proxy it is added to (a `FaultProxy`): word of a change.
+
+    A Protocol, so that this module does not import the proxy that imports it.
+    """
+
+    def _toxics_changed(self) -> None:
+        """A toxic of this owner changed: live connections must re-read the toxics."""
+
+
 class Toxic:
     """Base class of the toxics; see the module docstring for the shared options."""
 
@@ -79,14 +82,14 @@ class Toxic:
     _checks: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
         "direction": _direction,
         "toxicity": _validation.ratio,
-        "enabled": _flag,
+        "enabled": check_bool,
     }
 
     direction: Direction
     toxicity: float
     enabled: bool
     name: str
-    _owners: list[FaultProxy]
+    _owners: list[ToxicOwner]
     _version: int
 
     def __init__(
@@ -138,11 +141,11 @@ class Toxic:
             parts.append("enabled=False")
         return f"{type(self).__name__}({', '.join(parts)})"
 
-    def _attach(self, owner: FaultProxy) -> None:
+    def _attach(self, owner: ToxicOwner) -> None:
         if owner not in self._owners:
             self._owners.append(owner)
 
-    def _detach(self, owner: FaultProxy) -> None:
+    def _detach(self, owner: ToxicOwner) -> None:
         if owner in self._owners:
             self._owners.remove(owner)
 

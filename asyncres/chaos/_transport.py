@@ -12,6 +12,7 @@ import anyio
 import anyio.lowlevel
 
 from .._events import Listener, emit
+from .._setting import Setting
 from ._events import FaultInjected
 from ._http import (
     DISCONNECTS,
@@ -22,7 +23,8 @@ from ._http import (
     HttpStatusFault,
     HttpTruncateFault,
 )
-from ._inject import check_bool, make_rng
+from ._inject import make_rng
+from ._switch import check_bool
 
 try:
     import httpx
@@ -52,7 +54,9 @@ class ChaosTransport(httpx.AsyncBaseTransport):
     `HttpDisconnectFault` on ``connect``/``write`` answers at once (the server never sees
     the request); otherwise the request goes to ``inner``, ``read``/``close`` disconnects
     discard its answer, latency faults hold it back, and a `HttpTruncateFault` cuts its
-    body. Faults, rates and the ``enabled`` switch can change while requests flow.
+    body. Faults (`add`, `remove`, `clear`, and each fault's live knobs), the ``enabled``
+    switch and the generator (``rng``) can change while requests flow; ``inner`` and
+    ``name`` are read-only.
 
     The exceptions raised are those of the httpx module the request comes from, so the
     transport also serves the ``httpx2`` fork. ``inner`` defaults to
@@ -60,6 +64,9 @@ class ChaosTransport(httpx.AsyncBaseTransport):
     """
 
     __module__ = "asyncres.chaos"
+
+    inner: Setting[httpx.AsyncBaseTransport] = Setting()
+    name: Setting[str | None] = Setting()
 
     def __init__(
         self,
@@ -77,20 +84,20 @@ class ChaosTransport(httpx.AsyncBaseTransport):
             inner = httpx.AsyncHTTPTransport()
         elif not callable(getattr(inner, "handle_async_request", None)):
             raise ValueError(f"`inner` must be an async httpx transport, got {inner!r}")
-        self.inner = inner
+        self._inner = inner
         self._faults: tuple[HttpFault, ...] = ()
         for fault in faults:
             self.add(fault)
         self._enabled = check_bool("enabled", enabled)
-        self.rng = make_rng(seed, rng)
-        self.name = name
+        self._rng = make_rng(seed, rng)
+        self._name = name
         self._listeners = tuple(listeners)
         self._requests = 0
         self._injected = 0
 
     def __repr__(self) -> str:
         enabled = "" if self._enabled else ", enabled=False"
-        return f"ChaosTransport({self.inner!r}, faults={list(self._faults)!r}{enabled})"
+        return f"ChaosTransport({self._inner!r}, faults={list(self._faults)!r}{enabled})"
 
     @property
     def faults(self) -> tuple[HttpFault, ...]:
@@ -116,6 +123,15 @@ class ChaosTransport(httpx.AsyncBaseTransport):
         self._faults = ()
 
     @property
+    def rng(self) -> random.Random:
+        """The generator the faults draw from; settable (to reseed a run)."""
+        return self._rng
+
+    @rng.setter
+    def rng(self, value: random.Random) -> None:
+        self._rng = make_rng(None, value)
+
+    @property
     def enabled(self) -> bool:
         """When False the transport forwards every request untouched."""
         return self._enabled
@@ -130,62 +146,63 @@ class ChaosTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         """Close the inner transport."""
-        await self.inner.aclose()
+        await self._inner.aclose()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the inner transport, injecting the faults that fire."""
         faults = self._faults
         if not self._enabled or not faults:
-            return await self.inner.handle_async_request(request)
+            return await self._inner.handle_async_request(request)
         self._requests += 1
-        draw = self.rng.random
+        draw = self._rng.random
         fired = [
             fault
             for fault in faults
             if fault._enabled
-            and (fault.match is None or fault.match(request))
+            and (fault._match is None or fault._match(request))
             and (fault._rate >= 1.0 or draw() < fault._rate)
         ]
         if not fired:
-            return await self.inner.handle_async_request(request)
+            return await self._inner.handle_async_request(request)
         self._injected += 1
         module = _httpx_module(request)
         for fault in fired:
             if isinstance(fault, HttpStatusFault):
-                self._emit(fault, fault.status)
+                self._emit(fault, fault._status)
                 await anyio.lowlevel.checkpoint()
                 return module.Response(  # type: ignore[no-any-return]
-                    fault.status,
+                    fault._status,
                     headers=fault.response_headers(),
-                    content=fault.content,
+                    content=fault._content,
                     request=request,
                 )
-            if isinstance(fault, HttpDisconnectFault) and not DISCONNECTS[fault.when][2]:
-                self._emit(fault, fault.when)
+            if isinstance(fault, HttpDisconnectFault) and not DISCONNECTS[fault._when][2]:
+                self._emit(fault, fault._when)
                 await anyio.lowlevel.checkpoint()
-                raise _disconnect_error(module, fault.when)
+                raise _disconnect_error(module, fault._when)
 
-        response = await self.inner.handle_async_request(request)
+        response = await self._inner.handle_async_request(request)
         try:
             for fault in fired:
                 if isinstance(fault, HttpDisconnectFault):
-                    self._emit(fault, fault.when)
-                    raise _disconnect_error(module, fault.when)
+                    self._emit(fault, fault._when)
+                    raise _disconnect_error(module, fault._when)
             delay = 0.0
             body_delay = 0.0
             stall_at: int | None = None
             truncate: HttpTruncateFault | None = None
             for fault in fired:
                 if isinstance(fault, HttpLatencyFault):
-                    seconds = fault.delay(self.rng)
+                    seconds = fault.delay(self._rng)
                     self._emit(fault, seconds)
-                    if fault.where == "headers":
+                    if fault._where == "headers":
                         delay += seconds
                     else:
                         body_delay += seconds
-                        stall_at = fault.after if stall_at is None else min(stall_at, fault.after)
+                        after = fault._after
+                        stall_at = after if stall_at is None else min(stall_at, after)
                 elif isinstance(fault, HttpTruncateFault) and truncate is None:
-                    self._emit(fault, fault.after)
+                    self._emit(fault, fault._after)
                     truncate = fault
             if delay:
                 await anyio.sleep(delay)
@@ -197,7 +214,7 @@ class ChaosTransport(httpx.AsyncBaseTransport):
             return response
         headers = response.headers
         expected = headers.get("content-length")
-        if truncate is not None and not truncate.error:
+        if truncate is not None and not truncate._error:
             headers = headers.copy()
             for name in ("content-length", "transfer-encoding"):
                 if name in headers:
@@ -208,8 +225,8 @@ class ChaosTransport(httpx.AsyncBaseTransport):
             module,
             body_delay,
             stall_at or 0,
-            None if truncate is None else truncate.after,
-            truncate is not None and truncate.error,
+            None if truncate is None else truncate._after,
+            truncate is not None and truncate._error,
             expected,
         )
         return module.Response(  # type: ignore[no-any-return]
@@ -221,7 +238,7 @@ class ChaosTransport(httpx.AsyncBaseTransport):
         )
 
     def _emit(self, fault: HttpFault, detail: object) -> None:
-        emit(self._listeners, FaultInjected(fault.name or self.name, fault.kind, detail))
+        emit(self._listeners, FaultInjected(fault._name or self._name, fault.kind, detail))
 
 
 def _httpx_module(request: Any) -> ModuleType:

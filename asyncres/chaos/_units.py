@@ -1,6 +1,7 @@
 """Durations and sizes written the way people write them: ``200ms``, ``1.5s``, ``64KiB``.
 
-Shared by the TOML scenario parser and the command line, so one spelling works in both.
+Shared by the schedule loaders (TOML ``[[phases]]``) and the command line, so one spelling
+works in both.
 """
 
 from __future__ import annotations

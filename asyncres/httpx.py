@@ -329,6 +329,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         if deadline_header is not None and not deadline_header.strip():
             raise ValueError("`deadline_header` must be a header name or None")
         self._deadline_header = deadline_header
+        self._header_seconds = math.nan  # the last budget announced, and its text
+        self._header_value = ""
         self._idempotency_keys = idempotency_keys
         self._buffer_limit = _validation.count("buffer_limit", buffer_limit, minimum=0)
         self._max_hosts = _validation.count("max_hosts", max_hosts, minimum=1)
@@ -424,7 +426,11 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                         if budget is not None:
                             header = self._deadline_header
                             if header is not None:
-                                request.headers[header] = f"{budget:.3f}"
+                                # Usually the attempt timeout itself: format it once.
+                                if budget != self._header_seconds:
+                                    self._header_value = f"{budget:.3f}"
+                                    self._header_seconds = budget
+                                request.headers[header] = self._header_value
                             _clamp_timeouts(request, budget)
                         response = await self._inner.handle_async_request(request)
                         if response.status_code in options.failure_statuses:

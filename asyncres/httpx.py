@@ -4,10 +4,14 @@
 client = httpx.AsyncClient(transport=asyncres.httpx.ResilientTransport())
 ```
 
-Each request goes through the HTTP-tuned policy built by `standard_policy()`::
+Each request goes through the HTTP-tuned options built by `standard_policy()`, in this
+order (outermost first)::
 
-    total timeout → Retry → [Hedge] → per-host CircuitBreaker → per-host Bulkhead
-                  → attempt timeout → the inner transport
+    total timeout → Retry → [Hedge] → per-host CircuitBreaker → attempt timeout
+                  → per-host Bulkhead → the inner transport
+
+The attempt timeout wraps the bulkhead on purpose: it bounds the wait in the bulkhead's
+queue too, so no blocking step outlives the attempt (or the total) timeout.
 
 httpx is imported when this module is imported (never by ``import asyncres``). The
 ``httpx2`` fork, which has the same API under another name, works too: pass one of its
@@ -20,6 +24,7 @@ import email.utils
 import math
 import time
 import uuid
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,6 +49,7 @@ from ._exceptions import TimeoutExceededError
 from ._hedge import Hedge
 from ._policy import Policy
 from ._retry import Retry
+from ._setting import Setting
 
 if TYPE_CHECKING:
     from typing import Self
@@ -51,7 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IDEMPOTENT_METHODS",
     "RETRY_STATUSES",
-    "HttpPolicy",
+    "HttpOptions",
     "ResilientTransport",
     "RetryableStatusError",
     "is_retryable",
@@ -140,9 +146,12 @@ def _default_bulkhead(host: str) -> Bulkhead:
     return Bulkhead(max_concurrent=100, max_queued=200, name=f"http {host}")
 
 
-@dataclass(frozen=True)
-class HttpPolicy:
-    """The HTTP-tuned policy of a `ResilientTransport` (build it with `standard_policy`).
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    """The HTTP-tuned options of a `ResilientTransport` (build them with `standard_policy`).
+
+    Configuration, not a `Policy`: the transport builds its per-host policies from it.
+    Frozen: assigning a field raises ``dataclasses.FrozenInstanceError``.
 
     Per-host objects (breaker, bulkhead, retry budget) are made on first use by the
     factories, which receive the host key (``"https://example.com:443"``).
@@ -203,15 +212,15 @@ def standard_policy(
     max_retry_after: float = 60.0,
     hedge_delay: float | None = None,
     listeners: Iterable[Listener] = (),
-) -> HttpPolicy:
-    """Build the HTTP-tuned policy; every argument has a documented default.
+) -> HttpOptions:
+    """Build the HTTP-tuned options; every argument has a documented default.
 
     ``breaker`` / ``bulkhead``: ``True`` for the defaults, ``False``/``None`` to leave the
     layer out, or a factory ``(host) -> CircuitBreaker`` / ``(host) -> Bulkhead``.
     ``budget``: a factory ``(host) -> RetryBudget | None`` (default: one `RetryBudget()`
     per host). ``hedge_delay``: seconds after which an idempotent attempt is hedged.
     """
-    return HttpPolicy(
+    return HttpOptions(
         total_timeout=total_timeout,
         attempt_timeout=attempt_timeout,
         attempts=attempts,
@@ -234,9 +243,9 @@ def standard_policy(
 class _Host:
     """Per-host state: the layers that keep state between requests."""
 
-    __slots__ = ("breaker", "bulkhead", "hedge", "retry")
+    __slots__ = ("breaker", "budget", "bulkhead", "hedge", "retry")
 
-    def __init__(self, key: str, policy: HttpPolicy, retryable: Callable[[Exception], bool]):
+    def __init__(self, key: str, policy: HttpOptions, retryable: Callable[[Exception], bool]):
         self.hedge = (
             Hedge(delay=policy.hedge_delay, on=retryable, name=f"http {key}")
             if policy.hedge_delay is not None
@@ -244,21 +253,36 @@ class _Host:
         )
         self.breaker = policy.breaker(key) if policy.breaker is not None else None
         self.bulkhead = policy.bulkhead(key) if policy.bulkhead is not None else None
-        budget = policy.budget(key) if policy.budget is not None else None
+        self.budget = policy.budget(key) if policy.budget is not None else None
         self.retry = Retry(
             on=retryable,
             attempts=policy.attempts,
             backoff=policy.backoff,
-            budget=budget,
+            budget=self.budget,
             name=f"http {key}",
             listeners=policy.listeners,
         )
 
 
+class _NoScope:
+    """Stands in for the attempt's deadline scope when no deadline applies."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_SCOPE = _NoScope()
+
+
 class ResilientTransport(httpx.AsyncBaseTransport):
     """An httpx transport that wraps another with timeouts, retries, breakers, bulkheads.
 
-    ``policy`` is an `HttpPolicy` (default: `standard_policy()`) or any asyncres `Policy`
+    ``policy`` is an `HttpOptions` (default: `standard_policy()`) or any asyncres `Policy`
     (e.g. your own `Pipeline`), which then runs around each request as given: responses
     with a status in ``retry_statuses`` reach it as `RetryableStatusError` so your Retry
     can handle them (``on=asyncres.httpx.is_retryable``).
@@ -270,15 +294,23 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     attempt, so a connection dropped mid-body is retried like any read error; larger or
     chunked bodies stream through untouched (``0`` disables). ``max_hosts`` bounds the
     per-host state (least recently used hosts are forgotten).
+
+    The configuration is read-only after construction: build a new transport to change it.
     """
 
     __module__ = "asyncres.httpx"
+
+    policy: Setting[HttpOptions | Policy] = Setting()
+    deadline_header: Setting[str | None] = Setting()
+    idempotency_keys: Setting[bool] = Setting()
+    buffer_limit: Setting[int] = Setting()
+    max_hosts: Setting[int] = Setting()
 
     def __init__(
         self,
         transport: Any | None = None,
         *,
-        policy: HttpPolicy | Policy | None = None,
+        policy: HttpOptions | Policy | None = None,
         deadline_header: str | None = "Request-Timeout",
         idempotency_keys: bool = False,
         buffer_limit: int = 1_048_576,
@@ -289,15 +321,19 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self._inner = transport if transport is not None else self._x.AsyncHTTPTransport()
         if policy is None:
             policy = standard_policy()
-        elif not isinstance(policy, HttpPolicy) and not callable(getattr(policy, "execute", None)):
-            raise ValueError(f"`policy` must be an HttpPolicy or a Policy, got {policy!r}")
-        self.policy = policy
+        elif not isinstance(policy, HttpOptions) and not callable(getattr(policy, "execute", None)):
+            raise ValueError(f"`policy` must be an HttpOptions or a Policy, got {policy!r}")
+        self._policy = policy
+        # The HTTP-tuned options, or None for a user-supplied Policy (one test per request).
+        self._options = policy if isinstance(policy, HttpOptions) else None
         if deadline_header is not None and not deadline_header.strip():
             raise ValueError("`deadline_header` must be a header name or None")
-        self.deadline_header = deadline_header
-        self.idempotency_keys = idempotency_keys
-        self.buffer_limit = _validation.count("buffer_limit", buffer_limit, minimum=0)
-        self.max_hosts = _validation.count("max_hosts", max_hosts, minimum=1)
+        self._deadline_header = deadline_header
+        self._header_seconds = math.nan  # the last budget announced, and its text
+        self._header_value = ""
+        self._idempotency_keys = idempotency_keys
+        self._buffer_limit = _validation.count("buffer_limit", buffer_limit, minimum=0)
+        self._max_hosts = _validation.count("max_hosts", max_hosts, minimum=1)
         self._hosts: OrderedDict[tuple[str, bytes, int | None], _Host] = OrderedDict()
         x = self._x
         # Failures where the request certainly never reached the server.
@@ -317,7 +353,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         )
 
     def __repr__(self) -> str:
-        return f"ResilientTransport({self._inner!r}, policy={self.policy!r})"
+        return f"ResilientTransport({self._inner!r}, policy={self._policy!r})"
 
     # -- httpx transport protocol ---------------------------------------------------------
 
@@ -338,31 +374,134 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
     async def handle_async_request(self, request: Any) -> Any:
-        """Send ``request`` through the policy; return the final response."""
-        policy = self.policy
-        replayable = _replayable(request)
-        idempotent = request.method in IDEMPOTENT_METHODS or "idempotency-key" in request.headers
-        if (
-            self.idempotency_keys
-            and not idempotent
-            and request.method in ("POST", "PATCH")
-            and replayable
-        ):
+        """Send ``request`` through the policy; return the final response.
+
+        The first attempt runs inline, in this one coroutine: the layers are entered in the
+        order of the module docstring (breaker, attempt timeout, bulkhead, send) through
+        their ``async with`` faces, and a success costs no retry loop and no advisory
+        total deadline (the attempt's scope is never later than it). Any failure hands
+        the request to the general path, which makes the same decisions `Retry.call`
+        would after a failed first attempt.
+        """
+        method = request.method
+        replayable = hasattr(request, "_content")  # in memory (read once by httpx)
+        idempotent = method in IDEMPOTENT_METHODS or "idempotency-key" in request.headers
+        if self._idempotency_keys and not idempotent and method in ("POST", "PATCH") and replayable:
             request.headers["Idempotency-Key"] = str(uuid.uuid4())
             idempotent = True
+        options = self._options
+        if options is None:
+            context = _RequestContext(self, request, replayable, idempotent)
+            try:
+                return await self._policy.execute(context.attempt_plain)  # type: ignore[union-attr]
+            except RetryableStatusError as exc:
+                return exc.response
+        host = self._host(request.url)
+        total = options.total_timeout
+        if host.hedge is not None:
+            return await self._handle_hedged(request, host, options, replayable, idempotent)
+
+        # The attempt's budget: the attempt timeout, cut to the total and to what the
+        # caller has left.
+        budget = options.attempt_timeout
+        if total is not None and (budget is None or total < budget):
+            budget = total
+        left = remaining()
+        if left is not None and (budget is None or left < budget):
+            budget = left
+        scope: DeadlineScope | _NoScope = (
+            DeadlineScope(budget, _INF) if budget is not None else _NO_SCOPE
+        )
+        breaker = host.breaker
+        bulkhead = host.bulkhead
+        throttled = None
+        try:
+            if breaker is not None:
+                await breaker.__aenter__()
+            try:
+                with scope:
+                    if bulkhead is not None:
+                        await bulkhead.__aenter__()
+                    try:
+                        if budget is not None:
+                            header = self._deadline_header
+                            if header is not None:
+                                # Usually the attempt timeout itself: format it once.
+                                if budget != self._header_seconds:
+                                    self._header_value = f"{budget:.3f}"
+                                    self._header_seconds = budget
+                                request.headers[header] = self._header_value
+                            _clamp_timeouts(request, budget)
+                        response = await self._inner.handle_async_request(request)
+                        if response.status_code in options.failure_statuses:
+                            if "retry-after" not in response.headers:
+                                raise await _RequestContext(
+                                    self, request, replayable, idempotent
+                                )._failure(
+                                    response, options.retry_statuses, options.max_retry_after
+                                )
+                            throttled = response  # flow control: past the breaker, see `_send`
+                        else:
+                            limit = self._buffer_limit
+                            if limit and not hasattr(response, "_content"):  # not read yet
+                                length = response.headers.get("content-length")
+                                if length is not None and length.isdigit() and int(length) <= limit:
+                                    await _read_or_close(response)
+                    finally:
+                        if bulkhead is not None:
+                            await bulkhead.__aexit__(None, None, None)
+            except BaseException as exc:
+                if breaker is not None:
+                    await breaker.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            if breaker is not None:
+                await breaker.__aexit__(None, None, None)
+            if throttled is not None:
+                raise await _RequestContext(self, request, replayable, idempotent)._failure(
+                    throttled, options.retry_statuses, options.max_retry_after
+                )
+        except Exception as exc:
+            _RequestContext(self, request, replayable, idempotent)._classify(exc)
+            error = exc
+        else:
+            budget_ = host.budget
+            if budget_ is not None:
+                budget_.deposit()
+            return response
+        # Outside the except block, so that later errors do not chain onto this one.
         context = _RequestContext(self, request, replayable, idempotent)
         try:
-            if isinstance(policy, HttpPolicy):
-                host = self._host(request.url)
-                if policy.total_timeout is None:
-                    return await host.retry.call(context.attempt, host)
-                # The total timeout needs no timer of its own: each attempt's scope is cut
-                # to what is left of it, and Retry never waits past it.
-                with AdvisoryDeadline(policy.total_timeout):
-                    return await host.retry.call(context.attempt, host)
-            return await policy.execute(context.attempt_plain)
+            if total is None:
+                return await host.retry._retry_loop(
+                    context.attempt, (host,), {}, _first=(error, None)
+                )
+            # The total timeout began with the first attempt: date it from that attempt's
+            # scope (never later than the total), as if it had been entered before it.
+            assert isinstance(scope, DeadlineScope)
+            assert budget is not None
+            advisory = AdvisoryDeadline(total)
+            with advisory:
+                advisory._deadline = scope.deadline - budget + total
+                return await host.retry._retry_loop(
+                    context.attempt, (host,), {}, _first=(error, None)
+                )
         except RetryableStatusError as exc:
             # Retries ran out (or were not allowed): the caller gets the response itself.
+            return exc.response
+
+    async def _handle_hedged(
+        self, request: Any, host: _Host, options: HttpOptions, replayable: bool, idempotent: bool
+    ) -> Any:
+        """The general path, for hosts whose attempts may be hedged."""
+        context = _RequestContext(self, request, replayable, idempotent)
+        try:
+            if options.total_timeout is None:
+                return await host.retry.call(context.attempt, host)
+            # The total timeout needs no timer of its own: each attempt's scope is cut
+            # to what is left of it, and Retry never waits past it.
+            with AdvisoryDeadline(options.total_timeout):
+                return await host.retry.call(context.attempt, host)
+        except RetryableStatusError as exc:
             return exc.response
 
     # -- internals --------------------------------------------------------------------------
@@ -374,8 +513,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         host = hosts.get(lookup)
         if host is None:
             key = f"{url.scheme}://{url.host}:{url.port or _default_port(url.scheme)}"
-            host = hosts[lookup] = _Host(key, self.policy, is_retryable)  # type: ignore[arg-type]
-            if len(hosts) > self.max_hosts:
+            host = hosts[lookup] = _Host(key, self._options, is_retryable)  # type: ignore[arg-type]
+            if len(hosts) > self._max_hosts:
                 hosts.popitem(last=False)
         else:
             hosts.move_to_end(lookup)
@@ -418,8 +557,8 @@ class _RequestContext:
                 response = await host.breaker.call(self._timed, host)
             else:
                 response = await self._timed(host)
-            policy = self.transport.policy
-            assert isinstance(policy, HttpPolicy)
+            policy = self.transport._options
+            assert policy is not None
             if response.status_code in policy.failure_statuses:  # throttled: see `_send`
                 raise await self._failure(response, policy.retry_statuses, policy.max_retry_after)
         except Exception as exc:
@@ -442,8 +581,8 @@ class _RequestContext:
 
         It covers the bulkhead's queue too, so no blocking step outlives the total timeout.
         """
-        policy = self.transport.policy
-        assert isinstance(policy, HttpPolicy)
+        policy = self.transport._options
+        assert policy is not None
         budget = remaining()
         if policy.attempt_timeout is not None and (
             budget is None or policy.attempt_timeout < budget
@@ -459,13 +598,13 @@ class _RequestContext:
                 return await bulkhead.call(self._send, policy, budget)
             return await self._send(policy, budget)
 
-    async def _send(self, policy: HttpPolicy | None, left: float | None) -> Any:
+    async def _send(self, policy: HttpOptions | None, left: float | None) -> Any:
         """Send once. ``left`` is this attempt's budget (announced and enforced)."""
         transport = self.transport
         request = self.request
         if left is not None:
-            if transport.deadline_header is not None:
-                request.headers[transport.deadline_header] = f"{left:.3f}"
+            if transport._deadline_header is not None:
+                request.headers[transport._deadline_header] = f"{left:.3f}"
             _clamp_timeouts(request, left)
         response = await transport._inner.handle_async_request(request)
         status = response.status_code
@@ -503,15 +642,10 @@ class _RequestContext:
 
     async def _buffered(self, response: Any) -> Any:
         """Read a small body now, inside the attempt, where a failure can still be retried."""
-        limit = self.transport.buffer_limit
+        limit = self.transport._buffer_limit
         length = response.headers.get("content-length")
         if limit and length is not None and length.isdigit() and int(length) <= limit:
-            try:
-                await response.aread()
-            except BaseException:
-                with anyio.CancelScope(shield=True):  # free the connection even if cancelled
-                    await response.aclose()
-                raise
+            await _read_or_close(response)
         return response
 
     def _classify(self, exc: Exception) -> None:
@@ -533,9 +667,14 @@ class _RequestContext:
             pass
 
 
-def _replayable(request: Any) -> bool:
-    """Whether the body can be sent again: in memory (read once by httpx), not a stream."""
-    return hasattr(request, "_content")
+async def _read_or_close(response: Any) -> None:
+    """Read the body; on any failure free the connection (even if cancelled) and re-raise."""
+    try:
+        await response.aread()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
+        raise
 
 
 def _clamp_timeouts(request: Any, left: float) -> None:
@@ -565,3 +704,15 @@ def _module_of(transport: Any) -> ModuleType | None:
     if module is not None and hasattr(module, "AsyncBaseTransport"):
         return module
     return None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HttpPolicy":
+        warnings.warn(
+            "asyncres.httpx.HttpPolicy is deprecated (it is configuration, not a Policy): "
+            "use asyncres.httpx.HttpOptions; the alias goes in 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return HttpOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import math
 import time
@@ -15,7 +16,7 @@ import pytest
 import asyncres
 from asyncres import backoff
 from asyncres.httpx import (
-    HttpPolicy,
+    HttpOptions,
     ResilientTransport,
     RetryableStatusError,
     is_retryable,
@@ -55,7 +56,7 @@ def client_for(script: Script, **options: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://svc.test")
 
 
-def fast_policy(**overrides: Any) -> HttpPolicy:
+def fast_policy(**overrides: Any) -> HttpOptions:
     options: dict[str, Any] = {
         "backoff": backoff.Constant(0.5),
         "breaker": False,
@@ -542,3 +543,63 @@ async def test_default_breaker_opens_after_twenty_consecutive_failures() -> None
         with pytest.raises(asyncres.CircuitOpenError):
             await client.get("/a")
     assert len(script.requests) == 220
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("policy", None),
+        ("deadline_header", "X-Other"),
+        ("idempotency_keys", True),
+        ("buffer_limit", 0),
+        ("max_hosts", 1),
+    ],
+)
+def test_transport_configuration_is_read_only(name: str, value: Any) -> None:
+    """Assigning a public setting of ResilientTransport raises AttributeError naming it."""
+    policy = fast_policy()
+    transport = ResilientTransport(httpx.MockTransport(Script(200)), policy=policy)
+    before = getattr(transport, name)
+    with pytest.raises(AttributeError, match=name):
+        setattr(transport, name, value)
+    assert getattr(transport, name) == before
+    assert transport.policy is policy
+    assert (transport.deadline_header, transport.idempotency_keys) == ("Request-Timeout", False)
+    assert (transport.buffer_limit, transport.max_hosts) == (1_048_576, 1024)
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(HttpOptions)])
+def test_http_options_are_frozen(name: str) -> None:
+    """Every field of HttpOptions is read-only: assigning raises FrozenInstanceError."""
+    options = standard_policy()
+    before = getattr(options, name)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(options, name, before)
+    assert getattr(options, name) is before
+
+
+def test_http_policy_is_a_deprecated_alias_of_http_options() -> None:
+    """The old name HttpPolicy still works, with a DeprecationWarning naming HttpOptions."""
+    import asyncres.httpx as module
+
+    with pytest.warns(DeprecationWarning, match="HttpOptions"):
+        alias = module.HttpPolicy
+    assert alias is HttpOptions
+    with pytest.raises(AttributeError):
+        module.NoSuchName  # noqa: B018
+
+
+async def test_attempt_timeout_bounds_the_bulkhead_queue() -> None:
+    """Layer order: the attempt timeout wraps the bulkhead, so a queued attempt times out."""
+    script = Script(200)
+    bulkhead = asyncres.Bulkhead(max_concurrent=1, max_queued=5)
+    policy = fast_policy(
+        bulkhead=lambda host: bulkhead, attempt_timeout=2.0, total_timeout=3.0, attempts=1
+    )
+    async with client_for(script, policy=policy) as client:
+        async with bulkhead:  # every permit is busy: the request must queue
+            start = anyio.current_time()
+            with pytest.raises(asyncres.TimeoutExceededError):
+                await client.get("/queued")
+            assert anyio.current_time() - start == pytest.approx(2.0)
+    assert script.requests == []

@@ -19,22 +19,6 @@ from ._deadline import Timeout as Timeout
 from ._deadline import deadline as deadline
 from ._deadline import remaining as remaining
 from ._deadline import timeout as timeout
-from ._events import CallRejected as CallRejected
-from ._events import CircuitClosed as CircuitClosed
-from ._events import CircuitDisabled as CircuitDisabled
-from ._events import CircuitHalfOpened as CircuitHalfOpened
-from ._events import CircuitOpened as CircuitOpened
-from ._events import Event as Event
-from ._events import FallbackUsed as FallbackUsed
-from ._events import HedgeLaunched as HedgeLaunched
-from ._events import Listener as Listener
-from ._events import RetryBudgetExhausted as RetryBudgetExhausted
-from ._events import RetryGaveUp as RetryGaveUp
-from ._events import RetryScheduled as RetryScheduled
-from ._events import TimeoutExpired as TimeoutExpired
-from ._events import get_listeners as get_listeners
-from ._events import log_event as log_event
-from ._events import set_listeners as set_listeners
 from ._exceptions import BulkheadFullError as BulkheadFullError
 from ._exceptions import CircuitOpenError as CircuitOpenError
 from ._exceptions import RejectedError as RejectedError
@@ -50,6 +34,44 @@ from ._retry import Retry as Retry
 from ._throttle import Throttle as Throttle
 from ._throttle import ThrottleStatistics as ThrottleStatistics
 
+# Names that moved to `asyncres.events` in 0.2: still importable from the root until 0.3.
+_MOVED_TO_EVENTS = frozenset(
+    {
+        "CallRejected",
+        "CircuitClosed",
+        "CircuitDisabled",
+        "CircuitHalfOpened",
+        "CircuitOpened",
+        "Event",
+        "FallbackUsed",
+        "HedgeLaunched",
+        "Listener",
+        "RetryBudgetExhausted",
+        "RetryGaveUp",
+        "RetryScheduled",
+        "ThrottleEngaged",
+        "ThrottleReleased",
+        "TimeoutExpired",
+        "get_listeners",
+        "log_event",
+        "set_listeners",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED_TO_EVENTS:
+        import warnings
+
+        warnings.warn(
+            f"asyncres.{name} is deprecated, use asyncres.events.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(events, name)
+    raise AttributeError(f"module 'asyncres' has no attribute {name!r}")
+
+
 __version__ = "0.1.0.dev0"
 
 __all__ = [
@@ -58,44 +80,28 @@ __all__ = [
     "BulkheadFullError",
     "BulkheadLane",
     "BulkheadStatistics",
-    "CallRejected",
     "CircuitBreaker",
     "CircuitBreakerStatistics",
-    "CircuitClosed",
-    "CircuitDisabled",
-    "CircuitHalfOpened",
     "CircuitOpenError",
-    "CircuitOpened",
     "CircuitState",
     "DeadlineScope",
-    "Event",
     "Fallback",
-    "FallbackUsed",
     "Hedge",
-    "HedgeLaunched",
-    "Listener",
     "Pipeline",
     "Policy",
     "RejectedError",
     "ResilienceError",
     "Retry",
     "RetryBudget",
-    "RetryBudgetExhausted",
     "RetryBudgetStatistics",
-    "RetryGaveUp",
-    "RetryScheduled",
     "Throttle",
     "ThrottleStatistics",
     "ThrottledError",
     "Timeout",
     "TimeoutExceededError",
-    "TimeoutExpired",
     "backoff",
     "deadline",
     "events",
-    "get_listeners",
-    "log_event",
     "remaining",
-    "set_listeners",
     "timeout",
 ]

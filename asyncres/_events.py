@@ -45,7 +45,7 @@ logger.addHandler(logging.NullHandler())
 class Event:
     """Base class of every asyncres event. ``name`` is the emitting policy's name."""
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
     level: ClassVar[int] = logging.INFO
 
@@ -71,7 +71,7 @@ Listener = Callable[[Event], None]
 class RetryScheduled(Event):
     """Attempt ``attempt`` failed with ``error``; the next starts after ``wait`` seconds."""
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
     attempt: int
     wait: float
@@ -87,7 +87,7 @@ class RetryGaveUp(Event):
     ``error`` is ``None`` when the last attempt returned a result rejected by ``on_result``.
     """
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
     level: ClassVar[int] = logging.WARNING
 
@@ -110,14 +110,14 @@ class RetryGaveUp(Event):
 class RetryBudgetExhausted(RetryGaveUp):
     """The shared `RetryBudget` refused a retry: the last outcome propagates now."""
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
 
 @dataclass(frozen=True, slots=True)
 class TimeoutExpired(Event):
     """A `Timeout` policy's deadline fired after ``timeout`` seconds."""
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
     timeout: float
 
@@ -130,7 +130,7 @@ class CircuitOpened(Event):
     ``"5 consecutive failures"``, ``"probe failed"`` or ``"isolated"``.
     """
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
     level: ClassVar[int] = logging.WARNING
 
@@ -142,21 +142,21 @@ class CircuitOpened(Event):
 class CircuitHalfOpened(Event):
     """A circuit breaker's recovery time passed: it now admits probe calls."""
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
 
 @dataclass(frozen=True, slots=True)
 class CircuitClosed(Event):
     """A circuit breaker closed again (probes succeeded, or it was reset)."""
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
 
 @dataclass(frozen=True, slots=True)
 class CircuitDisabled(Event):
     """A circuit breaker was disabled: it admits every call and never trips until `reset`."""
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
     level: ClassVar[int] = logging.WARNING
 
@@ -171,7 +171,7 @@ class CallRejected(Event):
     ``"pool_queue_full"``, ``"pool_acquire_timeout"`` or ``"pool_closed"``.
     """
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
     level: ClassVar[int] = logging.DEBUG
 
@@ -182,7 +182,7 @@ class CallRejected(Event):
 class ThrottleEngaged(Event):
     """A `Throttle` started rejecting calls locally, with ``reject_probability``."""
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
     level: ClassVar[int] = logging.WARNING
 
@@ -193,7 +193,7 @@ class ThrottleEngaged(Event):
 class ThrottleReleased(Event):
     """A `Throttle`'s reject probability returned to 0: every call passes again."""
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +201,7 @@ class HedgeLaunched(Event):
     """A hedged call started extra attempt number ``hedge`` (1 = the first extra one)
     ``delay`` seconds after the call began."""
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
     hedge: int
     delay: float
@@ -211,7 +211,7 @@ class HedgeLaunched(Event):
 class FallbackUsed(Event):
     """A fallback replaced the outcome of a failed call (``error``)."""
 
-    __module__ = "asyncres"
+    __module__ = "asyncres.events"
 
     error: BaseException | None
 
@@ -228,8 +228,8 @@ _global_listeners: tuple[Listener, ...] = (log_event,)
 def set_listeners(*listeners: Listener) -> tuple[Listener, ...]:
     """Replace the process-wide listeners; return the previous ones (to restore them).
 
-    ``asyncres.set_listeners()`` with no argument silences events globally;
-    ``asyncres.set_listeners(asyncres.log_event, my_metrics)`` keeps logging and adds yours.
+    ``asyncres.events.set_listeners()`` with no argument silences events globally;
+    ``set_listeners(log_event, my_metrics)`` keeps logging and adds yours.
     """
     global _global_listeners
     for listener in listeners:

@@ -28,7 +28,7 @@ class Pipeline(PolicyFaces):
 
         Pipeline(
             Timeout(10.0),                                 # the whole call, retries included
-            Retry(on=ConnectionError, attempts=4),         # sees each attempt's outcome
+            Retry(on=ConnectionError, max_attempts=4),     # sees each attempt's outcome
             CircuitBreaker(failure_rate=0.5, window=30.0), # counts every attempt
             Bulkhead(max_concurrent=20, max_queued=50),    # bounds attempts in flight
             Timeout(2.0),                                  # one attempt

@@ -21,6 +21,7 @@ This module is the public home of every event class; the policies' names stay in
 
 from ._events import CallRejected as CallRejected
 from ._events import CircuitClosed as CircuitClosed
+from ._events import CircuitDisabled as CircuitDisabled
 from ._events import CircuitHalfOpened as CircuitHalfOpened
 from ._events import CircuitOpened as CircuitOpened
 from ._events import Event as Event
@@ -40,6 +41,7 @@ from ._events import set_listeners as set_listeners
 __all__ = [
     "CallRejected",
     "CircuitClosed",
+    "CircuitDisabled",
     "CircuitHalfOpened",
     "CircuitOpened",
     "Event",

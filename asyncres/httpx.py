@@ -161,7 +161,7 @@ class HttpOptions:
 
     total_timeout: float | None = 30.0
     attempt_timeout: float | None = 10.0
-    attempts: int = 3
+    max_attempts: int = 3
     backoff: Backoff = _DEFAULT_BACKOFF
     budget: Callable[[str], RetryBudget | None] | None = field(default=lambda host: RetryBudget())
     breaker: Callable[[str], CircuitBreaker] | None = _default_breaker
@@ -186,7 +186,7 @@ class HttpOptions:
                 f"`attempt_timeout` ({self.attempt_timeout!r}) must not exceed "
                 f"`total_timeout` ({self.total_timeout!r})"
             )
-        _validation.count("attempts", self.attempts, minimum=1)
+        _validation.count("max_attempts", self.max_attempts, minimum=1)
         _validation.non_negative("max_retry_after", self.max_retry_after)
         if self.hedge_delay is not None:
             _validation.non_negative("hedge_delay", self.hedge_delay)
@@ -202,7 +202,7 @@ def standard_policy(
     *,
     total_timeout: float | None = 30.0,
     attempt_timeout: float | None = 10.0,
-    attempts: int = 3,
+    max_attempts: int = 3,
     backoff: Backoff | None = None,
     budget: Callable[[str], RetryBudget | None] | None = None,
     breaker: Callable[[str], CircuitBreaker] | bool | None = True,
@@ -212,18 +212,28 @@ def standard_policy(
     max_retry_after: float = 60.0,
     hedge_delay: float | None = None,
     listeners: Iterable[Listener] = (),
+    attempts: int | None = None,
 ) -> HttpOptions:
     """Build the HTTP-tuned options; every argument has a documented default.
+
+    ``attempts=`` is the deprecated name of ``max_attempts=`` (until 0.3).
 
     ``breaker`` / ``bulkhead``: ``True`` for the defaults, ``False``/``None`` to leave the
     layer out, or a factory ``(host) -> CircuitBreaker`` / ``(host) -> Bulkhead``.
     ``budget``: a factory ``(host) -> RetryBudget | None`` (default: one `RetryBudget()`
     per host). ``hedge_delay``: seconds after which an idempotent attempt is hedged.
     """
+    if attempts is not None:
+        warnings.warn(
+            "standard_policy(attempts=...) is deprecated, use standard_policy(max_attempts=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        max_attempts = attempts
     return HttpOptions(
         total_timeout=total_timeout,
         attempt_timeout=attempt_timeout,
-        attempts=attempts,
+        max_attempts=max_attempts,
         backoff=backoff if backoff is not None else _DEFAULT_BACKOFF,
         budget=budget if budget is not None else (lambda host: RetryBudget()),
         breaker=_default_breaker if breaker is True else (breaker or None),
@@ -256,7 +266,7 @@ class _Host:
         self.budget = policy.budget(key) if policy.budget is not None else None
         self.retry = Retry(
             on=retryable,
-            attempts=policy.attempts,
+            max_attempts=policy.max_attempts,
             backoff=policy.backoff,
             budget=self.budget,
             name=f"http {key}",

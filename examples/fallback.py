@@ -22,7 +22,7 @@ async def live_price(item: str) -> float:
     return 10.49
 
 
-def show(event: asyncres.Event) -> None:
+def show(event: asyncres.events.Event) -> None:
     print("  event:", event)
 
 

@@ -25,7 +25,7 @@ async def search(replica: str, query: str) -> str:
     return f"{len(query)} hits for {query!r} from {replica}"
 
 
-def show(event: asyncres.Event) -> None:
+def show(event: asyncres.events.Event) -> None:
     print("  event:", event)
 
 

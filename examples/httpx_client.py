@@ -45,7 +45,7 @@ async def main(base_url: str) -> None:
     policy = asyncres.httpx.standard_policy(
         total_timeout=5.0,
         attempt_timeout=1.0,
-        attempts=4,
+        max_attempts=4,
         hedge_delay=0.2,
     )
     transport = asyncres.httpx.ResilientTransport(policy=policy, idempotency_keys=True)

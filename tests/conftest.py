@@ -52,11 +52,11 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
 @pytest.fixture(autouse=True)
 def _quiet_global_listeners() -> Iterator[None]:
     """Tests see only the events they capture; the logging default is restored after."""
-    previous = asyncres.set_listeners()
+    previous = asyncres.events.set_listeners()
     try:
         yield
     finally:
-        asyncres.set_listeners(*previous)
+        asyncres.events.set_listeners(*previous)
         testing.set_testing(False)
 
 

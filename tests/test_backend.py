@@ -32,7 +32,6 @@ BACKEND_ALLOWLIST = {
     "db/_postgres.py": "asyncio-only adapter (asyncpg)",
     "db/_sqlite.py": "asyncio-only adapter (aiosqlite)",
     "drill/_service.py": "asyncio-only drill service",
-    "_breaker.py": "pending: moves onto the seam with the breaker split (issue 17 item 1)",
 }
 
 #: Top-level modules that name a backend.

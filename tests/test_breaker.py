@@ -87,7 +87,7 @@ async def succeed(breaker: asyncres.CircuitBreaker, times: int, face: str = "cal
         await through(breaker, service, face)
 
 
-def kinds(events: list[asyncres.Event]) -> list[str]:
+def kinds(events: list[asyncres.events.Event]) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
@@ -129,8 +129,8 @@ async def test_consecutive_failures_trip_and_open_rejects_without_calling(face: 
             await through(breaker, service, face)
         assert info.value.retry_after == pytest.approx(20.0)
     assert service.calls == 0
-    assert events[0] == asyncres.CircuitOpened("db", 30.0, "3 consecutive failures")
-    assert events[1:] == [asyncres.CallRejected("db", "circuit_open")] * 2
+    assert events[0] == asyncres.events.CircuitOpened("db", 30.0, "3 consecutive failures")
+    assert events[1:] == [asyncres.events.CallRejected("db", "circuit_open")] * 2
     assert breaker.statistics().rejected == 2
 
 
@@ -156,7 +156,9 @@ async def test_failure_rate_trips_only_once_the_window_holds_min_calls() -> None
         assert breaker.state is CircuitState.CLOSED
         await fail(breaker, 1)
     assert breaker.state is CircuitState.OPEN
-    assert events == [asyncres.CircuitOpened(None, 30.0, "failure rate 0.60 >= 0.5 over 10 calls")]
+    assert events == [
+        asyncres.events.CircuitOpened(None, 30.0, "failure rate 0.60 >= 0.5 over 10 calls")
+    ]
 
 
 async def test_default_trips_at_half_failures_over_twenty_calls() -> None:
@@ -215,7 +217,9 @@ async def test_slow_call_rate_trips() -> None:
     assert breaker.state is CircuitState.OPEN
     stats = breaker.statistics()
     assert (stats.calls, stats.failures, stats.slow_calls, stats.slow_call_rate) == (4, 0, 2, 0.5)
-    assert events == [asyncres.CircuitOpened(None, 30.0, "slow-call rate 0.50 >= 0.5 over 4 calls")]
+    assert events == [
+        asyncres.events.CircuitOpened(None, 30.0, "slow-call rate 0.50 >= 0.5 over 4 calls")
+    ]
 
 
 # -- recovery ---------------------------------------------------------------------------------
@@ -243,10 +247,10 @@ async def test_recovery_admits_one_probe_and_rejects_the_rest(face: str) -> None
     assert service.calls == 1
     assert breaker.state is CircuitState.CLOSED
     assert events == [
-        asyncres.CircuitOpened("api", 30.0, "1 consecutive failures"),
-        asyncres.CircuitHalfOpened("api"),
-        asyncres.CallRejected("api", "half_open_full"),
-        asyncres.CircuitClosed("api"),
+        asyncres.events.CircuitOpened("api", 30.0, "1 consecutive failures"),
+        asyncres.events.CircuitHalfOpened("api"),
+        asyncres.events.CallRejected("api", "half_open_full"),
+        asyncres.events.CircuitClosed("api"),
     ]
     assert breaker.statistics().calls == 0  # a fresh window
 
@@ -267,7 +271,7 @@ async def test_failed_probes_reopen_with_growing_recovery_backoff_reset_on_close
         await succeed(breaker, 1)
         assert breaker.state is CircuitState.CLOSED
         await fail(breaker, 1)
-    opened = [e for e in events if isinstance(e, asyncres.CircuitOpened)]
+    opened = [e for e in events if isinstance(e, asyncres.events.CircuitOpened)]
     assert [e.retry_after for e in opened] == [1.0, 2.0, 4.0, 4.0, 4.0, 1.0]
     assert [e.reason for e in opened[1:5]] == ["probe failed"] * 4
     assert breaker.statistics().times_opened == 6
@@ -336,7 +340,7 @@ async def test_a_slow_probe_counts_as_failed() -> None:
     with capture_events() as events:
         await breaker.call(service)
     assert breaker.state is CircuitState.OPEN
-    assert events[-1] == asyncres.CircuitOpened(None, 1.0, "probe was slow")
+    assert events[-1] == asyncres.events.CircuitOpened(None, 1.0, "probe was slow")
 
 
 async def test_calls_admitted_before_opening_do_not_count_as_probes() -> None:
@@ -557,9 +561,9 @@ async def test_isolate_rejects_everything_until_reset() -> None:
         await breaker.call(service)
     assert service.calls == 1
     assert events == [
-        asyncres.CircuitOpened("pay", 5.0, "isolated"),
-        asyncres.CallRejected("pay", "circuit_open"),
-        asyncres.CircuitClosed("pay"),
+        asyncres.events.CircuitOpened("pay", 5.0, "isolated"),
+        asyncres.events.CallRejected("pay", "circuit_open"),
+        asyncres.events.CircuitClosed("pay"),
     ]
 
 
@@ -572,7 +576,7 @@ async def test_disable_admits_every_call_and_keeps_recording() -> None:
         breaker.disable()  # no second event
         await fail(breaker, 5)
         await succeed(breaker, 1)
-    assert events == [asyncres.CircuitDisabled("pay")]
+    assert events == [asyncres.events.CircuitDisabled("pay")]
     stats = breaker.statistics()
     assert (stats.state, stats.calls, stats.failures, stats.opened_at) == (
         CircuitState.DISABLED,
@@ -582,7 +586,7 @@ async def test_disable_admits_every_call_and_keeps_recording() -> None:
     )
     with capture_events() as events:
         breaker.reset()
-    assert events == [asyncres.CircuitClosed("pay")]
+    assert events == [asyncres.events.CircuitClosed("pay")]
     assert breaker.statistics().calls == 0
     await fail(breaker, 1)
     assert breaker.state is CircuitState.OPEN
@@ -640,10 +644,10 @@ def test_manual_control_works_outside_an_event_loop() -> None:
 
 def test_listeners_get_this_breakers_events_and_repr_is_readable() -> None:
     """Events go to the breaker's own listeners; repr shows name, state and rules."""
-    seen: list[asyncres.Event] = []
+    seen: list[asyncres.events.Event] = []
     breaker = asyncres.CircuitBreaker(failure_threshold=5, name="db", listeners=[seen.append])
     breaker.isolate()
-    assert seen == [asyncres.CircuitOpened("db", 30.0, "isolated")]
+    assert seen == [asyncres.events.CircuitOpened("db", 30.0, "isolated")]
     assert repr(breaker) == (
         "CircuitBreaker(name='db', state=isolated, failure_threshold=5, window=60.0s, "
         "min_calls=20, recovery_time=30.0)"
@@ -837,7 +841,7 @@ async def test_force_open_opens_as_if_tripped_and_recovers_on_its_own() -> None:
         await anyio.sleep(10.0)
         assert await outcome(breaker, Service()) == "ok"
     assert breaker.state is CircuitState.CLOSED
-    assert events[0] == asyncres.CircuitOpened("x", 10.0, "forced")
+    assert events[0] == asyncres.events.CircuitOpened("x", 10.0, "forced")
     assert kinds(events[1:]) == ["CallRejected", "CircuitHalfOpened", "CircuitClosed"]
 
 
@@ -936,7 +940,7 @@ class Model:
         self.reopenings = 0  # index into the recovery backoff's delays
         self.rejected = 0
         self.times_opened = 0
-        self.events: list[asyncres.Event] = []
+        self.events: list[asyncres.events.Event] = []
 
     def window(self) -> list[tuple[float, bool, bool]]:
         if self.c["window_type"] == "count":
@@ -967,7 +971,7 @@ class Model:
         self.opened_at = self.now
         self.delay = self.next_delay()
         self.times_opened += 1
-        self.events.append(asyncres.CircuitOpened("m", self.delay, reason))
+        self.events.append(asyncres.events.CircuitOpened("m", self.delay, reason))
 
     def close(self) -> None:
         was = self.state
@@ -976,11 +980,11 @@ class Model:
         self.opened_at = None
         self.reopenings = 0
         if was != "closed":
-            self.events.append(asyncres.CircuitClosed("m"))
+            self.events.append(asyncres.events.CircuitClosed("m"))
 
     def reject(self, reason: str, retry_after: float) -> tuple[str, float]:
         self.rejected += 1
-        self.events.append(asyncres.CallRejected("m", reason))
+        self.events.append(asyncres.events.CallRejected("m", reason))
         return (reason, retry_after)
 
     def admit(self) -> int | tuple[str, float]:
@@ -996,7 +1000,7 @@ class Model:
             assert self.opened_at is not None
             if self.now >= self.opened_at + self.delay:
                 self.enter("half_open")
-                self.events.append(asyncres.CircuitHalfOpened("m"))
+                self.events.append(asyncres.events.CircuitHalfOpened("m"))
                 self.probes = 1
                 return self.epoch
             return self.reject("circuit_open", self.opened_at + self.delay - self.now)
@@ -1053,7 +1057,7 @@ class Model:
         if was != "closed":
             self.clear()
         self.opened_at = None
-        self.events.append(asyncres.CircuitDisabled("m"))
+        self.events.append(asyncres.events.CircuitDisabled("m"))
 
 
 CONFIGS = st.fixed_dictionaries(
@@ -1097,7 +1101,7 @@ class BreakerMachine(RuleBasedStateMachine):
     @initialize(config=CONFIGS)
     def setup(self, config: dict[str, Any]) -> None:
         self.model = Model(config)
-        self.events: list[asyncres.Event] = []
+        self.events: list[asyncres.events.Event] = []
         window = TIME_WINDOW if config["window_type"] == "time" else config["window"]
         self.breaker = asyncres.CircuitBreaker(
             failure_threshold=config["failure_threshold"],

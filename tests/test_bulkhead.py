@@ -30,8 +30,8 @@ def assert_idle(bulkhead: asyncres.Bulkhead) -> None:
     assert bulkhead._queue._priorities == []
 
 
-def rejections(events: list[asyncres.Event]) -> list[str]:
-    return [e.reason for e in events if isinstance(e, asyncres.CallRejected)]
+def rejections(events: list[asyncres.events.Event]) -> list[str]:
+    return [e.reason for e in events if isinstance(e, asyncres.events.CallRejected)]
 
 
 class Holders:
@@ -352,7 +352,7 @@ async def test_max_queued_zero_rejects_at_once_when_every_permit_is_busy() -> No
         0,
         "queue_full",
     )
-    assert events == [asyncres.CallRejected("db", "queue_full")]
+    assert events == [asyncres.events.CallRejected("db", "queue_full")]
     assert bulkhead.statistics().rejected["queue_full"] == 1
     assert_idle(bulkhead)
 
@@ -464,7 +464,7 @@ async def test_higher_priority_arrival_sheds_the_newest_lowest_priority_waiter()
     assert isinstance(shed, asyncres.BulkheadFullError)
     assert (shed.name, shed.reason) == ("api", "shed")
     assert holders.entered == ["holder", "high", "mid", "low-old"]
-    assert events == [asyncres.CallRejected("api", "shed")]
+    assert events == [asyncres.events.CallRejected("api", "shed")]
     assert bulkhead.statistics().rejected["shed"] == 1
     assert_idle(bulkhead)
 
@@ -476,9 +476,9 @@ async def test_shed_waiter_cancelled_before_it_resumes_leaks_nothing(
     bulkhead = asyncres.Bulkhead(max_concurrent=1, max_queued=1)
     holders = Holders(bulkhead)
 
-    def cancel_the_victim(event: asyncres.Event) -> None:
+    def cancel_the_victim(event: asyncres.events.Event) -> None:
         # Runs synchronously inside the eviction, before the victim can resume.
-        if isinstance(event, asyncres.CallRejected) and event.reason == "shed":
+        if isinstance(event, asyncres.events.CallRejected) and event.reason == "shed":
             holders.cancel_now("low")
 
     bulkhead._listeners = (cancel_the_victim,)
@@ -646,7 +646,7 @@ async def test_queue_timeout_rejects_only_the_waiter_that_waited_too_long() -> N
     assert isinstance(early, asyncres.BulkheadFullError)
     assert early.reason == "queue_timeout"
     assert holders.entered == ["holder", "late"]
-    assert events == [asyncres.CallRejected("q", "queue_timeout")]
+    assert events == [asyncres.events.CallRejected("q", "queue_timeout")]
     assert bulkhead.statistics().rejected["queue_timeout"] == 1
     assert anyio.current_time() - start == pytest.approx(3.5)
     assert_idle(bulkhead)
@@ -761,7 +761,7 @@ async def test_expired_deadline_is_rejected_without_queueing_or_shedding() -> No
             holders.release("holder")
             holders.release("low")
     assert holders.entered == ["holder", "low"]
-    assert events == [asyncres.CallRejected("d", "deadline")]
+    assert events == [asyncres.events.CallRejected("d", "deadline")]
     assert bulkhead.statistics().rejected == {
         "queue_full": 0,
         "shed": 0,
@@ -785,12 +785,12 @@ async def test_free_permit_is_taken_even_with_an_expired_deadline() -> None:
 
 async def test_own_listeners_receive_rejections() -> None:
     """Listeners given to the bulkhead see its CallRejected events."""
-    seen: list[asyncres.Event] = []
+    seen: list[asyncres.events.Event] = []
     bulkhead = asyncres.Bulkhead(max_concurrent=1, name="x", listeners=[seen.append])
     async with bulkhead:
         with pytest.raises(asyncres.BulkheadFullError):
             await bulkhead.call(anyio.sleep, 0)
-    assert seen == [asyncres.CallRejected("x", "queue_full")]
+    assert seen == [asyncres.events.CallRejected("x", "queue_full")]
 
 
 async def test_statistics_report_use_queue_and_rejections() -> None:

@@ -256,7 +256,11 @@ async def test_injected_errors_are_retried_like_real_ones() -> None:
     fn = Calls()
     fault = InjectError(ConnectionError, rate=0.5, seed=7)
     pipeline = asyncres.Pipeline(
-        asyncres.Retry(on=ConnectionError, attempts=10, backoff=backoff.Constant(0.1)),
+        # No budget: this is about injection; 50 % failures over 50 quiet calls would be
+        # rationed by the default budget (tested in test_budget.py).
+        asyncres.Retry(
+            on=ConnectionError, max_attempts=10, backoff=backoff.Constant(0.1), budget=None
+        ),
         fault,
     )
     results = [await pipeline.call(fn) for _ in range(50)]

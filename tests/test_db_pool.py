@@ -39,7 +39,7 @@ def make_pool(driver: FakeDriver | None = None, **options: Any) -> GuardedPool[F
     options.setdefault("max_size", 2)
     options.setdefault("ping_after", None)
     options.setdefault(
-        "retry", asyncres.Retry(on=TransientError, attempts=3, backoff=backoff.Constant(0.1))
+        "retry", asyncres.Retry(on=TransientError, max_attempts=3, backoff=backoff.Constant(0.1))
     )
     return GuardedPool(driver or FakeDriver(), **options)
 
@@ -121,14 +121,14 @@ async def test_run_retries_transient_errors_after_releasing_the_connection() -> 
 
     pools: list[GuardedPool[FakeConn]] = []
 
-    def during_backoff(event: asyncres.Event) -> None:
-        if isinstance(event, asyncres.RetryScheduled):
+    def during_backoff(event: asyncres.events.Event) -> None:
+        if isinstance(event, asyncres.events.RetryScheduled):
             stats = pools[0].statistics()
             seen.append((stats.in_use, driver.connections[0].in_tx))
 
     retry = asyncres.Retry(
         on=TransientError,
-        attempts=3,
+        max_attempts=3,
         backoff=backoff.Constant(0.1),
         listeners=[during_backoff],
     )
@@ -201,7 +201,7 @@ async def test_connection_lost_during_commit_is_reported_and_not_retried() -> No
         calls += 1
         driver.commit_error = LostConnection("server closed the connection")
 
-    retry = asyncres.Retry(on=ConnectionError, attempts=3, backoff=backoff.Constant(0.1))
+    retry = asyncres.Retry(on=ConnectionError, max_attempts=3, backoff=backoff.Constant(0.1))
     async with make_pool(driver, retry=retry) as pool:
         with capture_events() as events, pytest.raises(CommitOutcomeUnknownError) as info:
             await pool.run(work)
@@ -235,7 +235,7 @@ async def test_acquire_timeout_raises_pool_exhausted() -> None:
         assert info.value.reason == "queue_timeout"
         assert info.value.waited == pytest.approx(0.5, abs=0.01)
         assert isinstance(info.value, asyncres.RejectedError)
-        assert [e.reason for e in events if isinstance(e, asyncres.CallRejected)] == [
+        assert [e.reason for e in events if isinstance(e, asyncres.events.CallRejected)] == [
             "queue_timeout"
         ]
         stats = pool.statistics()
@@ -644,7 +644,7 @@ async def test_the_default_breaker_opens_on_connection_failures_and_recovers() -
                 await conn.execute()
             async with pool.connection() as conn:
                 await conn.execute()
-        kinds = [type(e).__name__ for e in events if isinstance(e, asyncres.Event)]
+        kinds = [type(e).__name__ for e in events if isinstance(e, asyncres.events.Event)]
         assert kinds.count("CircuitOpened") == 1
         assert kinds.count("CircuitHalfOpened") == 1
         assert kinds.count("CircuitClosed") == 1

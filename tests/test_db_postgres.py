@@ -215,7 +215,9 @@ async def _execute(conn: asyncpg.Connection, sql: str) -> None:
 async def test_serialization_failures_are_retried(postgres_dsn: str) -> None:
     """Conflicting serializable transactions fail with 40001 and succeed when retried."""
     await create_items(postgres_dsn)
-    retry = asyncres.Retry(on=asyncres.db.is_transient, attempts=5, backoff=backoff.Constant(0.01))
+    retry = asyncres.Retry(
+        on=asyncres.db.is_transient, max_attempts=5, backoff=backoff.Constant(0.01)
+    )
     async with pool_for(postgres_dsn, max_size=2, isolation="serializable", retry=retry) as pool:
         await pool.run(_execute, "INSERT INTO items (name, n) VALUES ('counter', 0)")
         both_read = anyio.Event()
@@ -235,7 +237,7 @@ async def test_serialization_failures_are_retried(postgres_dsn: str) -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pool.run, increment)
                 tg.start_soon(pool.run, increment)
-        retried = [e.error for e in events if isinstance(e, asyncres.RetryScheduled)]
+        retried = [e.error for e in events if isinstance(e, asyncres.events.RetryScheduled)]
         assert retried
         assert all(isinstance(e, asyncpg.SerializationError) for e in retried)
         async with pool.connection() as conn:
@@ -246,7 +248,9 @@ async def test_serialization_failures_are_retried(postgres_dsn: str) -> None:
 async def test_deadlocks_are_retried(postgres_dsn: str) -> None:
     """Two transactions locking rows in opposite orders deadlock (40P01); the loser retries."""
     await create_items(postgres_dsn)
-    retry = asyncres.Retry(on=asyncres.db.is_transient, attempts=5, backoff=backoff.Constant(0.01))
+    retry = asyncres.Retry(
+        on=asyncres.db.is_transient, max_attempts=5, backoff=backoff.Constant(0.01)
+    )
     async with pool_for(postgres_dsn, max_size=2, retry=retry) as pool:
         await pool.run(_execute, "INSERT INTO items (name) VALUES ('a'), ('b')")
         first_locked = anyio.Event()
@@ -263,7 +267,7 @@ async def test_deadlocks_are_retried(postgres_dsn: str) -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pool.run, lock_two, "a", "b")
                 tg.start_soon(pool.run, lock_two, "b", "a")
-        retried = [e.error for e in events if isinstance(e, asyncres.RetryScheduled)]
+        retried = [e.error for e in events if isinstance(e, asyncres.events.RetryScheduled)]
         assert any(isinstance(e, asyncpg.DeadlockDetectedError) for e in retried)
         async with pool.connection() as conn:
             assert await conn.fetchval("SELECT sum(n) FROM items") == 4
@@ -288,7 +292,7 @@ async def test_a_killed_connection_is_replaced_and_the_transaction_retried(
         with capture_events() as events:
             await pool.run(insert_once_killed)
         assert [e.reason for e in events if isinstance(e, ConnectionDiscarded)] == ["broken"]
-        error = next(e.error for e in events if isinstance(e, asyncres.RetryScheduled))
+        error = next(e.error for e in events if isinstance(e, asyncres.events.RetryScheduled))
         assert asyncres.db.is_connection_error(error)
         await settle(pool)
         assert len(await server_sessions(postgres_dsn)) == pool.statistics().size
@@ -398,7 +402,7 @@ async def test_an_outage_fails_fast_and_the_pool_heals(
         refused = [e for e in errors if not isinstance(e, asyncres.CircuitOpenError)]
         assert len(refused) == 5  # the default breaker opens after 5 connection failures
         assert all(asyncres.db.is_connection_error(e) for e in refused), refused
-        assert [type(e) for e in events if isinstance(e, asyncres.CircuitOpened)]
+        assert [type(e) for e in events if isinstance(e, asyncres.events.CircuitOpened)]
         health = await pool.health()
         assert (health.status, health.breaker) == ("unhealthy", "open")
 

@@ -101,7 +101,9 @@ async def test_a_failed_transaction_is_rolled_back_and_not_retried(db: Path) -> 
 @asyncio_test
 async def test_two_pools_contending_for_writes_retry_busy_errors(db: Path) -> None:
     """A writer blocked by another pool's transaction gets SQLITE_BUSY and is retried."""
-    retry = asyncres.Retry(on=asyncres.db.is_transient, attempts=10, backoff=backoff.Constant(0.05))
+    retry = asyncres.Retry(
+        on=asyncres.db.is_transient, max_attempts=10, backoff=backoff.Constant(0.05)
+    )
     async with (
         asyncres.db.sqlite(db, busy_timeout=0.02, begin="immediate") as holder,
         asyncres.db.sqlite(db, busy_timeout=0.02, begin="immediate", retry=retry) as writer,
@@ -120,7 +122,7 @@ async def test_two_pools_contending_for_writes_retry_busy_errors(db: Path) -> No
                 started = time.monotonic()
                 await writer.run(insert, "writer")
                 waited = time.monotonic() - started
-        retries = [e for e in events if isinstance(e, asyncres.RetryScheduled)]
+        retries = [e for e in events if isinstance(e, asyncres.events.RetryScheduled)]
         assert retries
         assert all(
             isinstance(e.error, sqlite3.OperationalError) and "locked" in str(e.error)

@@ -258,7 +258,7 @@ async def test_timeout_policy_call_execute_and_decorator() -> None:
 
 async def test_timeout_policy_emits_timeout_expired_only_for_its_own_deadline() -> None:
     """TimeoutExpired is emitted when this policy fired, not when an inner one did."""
-    seen: list[asyncres.Event] = []
+    seen: list[asyncres.events.Event] = []
     outer = asyncres.Timeout(10.0, name="outer", listeners=[seen.append])
     inner = asyncres.Timeout(1.0, name="inner", listeners=[seen.append])
 
@@ -268,7 +268,7 @@ async def test_timeout_policy_emits_timeout_expired_only_for_its_own_deadline() 
     with capture_events() as captured:
         with pytest.raises(asyncres.TimeoutExceededError):
             await outer.call(inner.call, slow)
-    assert seen == [asyncres.TimeoutExpired(name="inner", timeout=1.0)]
+    assert seen == [asyncres.events.TimeoutExpired(name="inner", timeout=1.0)]
     assert captured == seen
 
 

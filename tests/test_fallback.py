@@ -50,7 +50,7 @@ async def test_matched_error_returns_the_value_with_an_event() -> None:
     fallback = asyncres.Fallback(on=ConnectionError, value="default", name="prices")
     with capture_events() as events:
         assert await fallback.call(failing(error)) == "default"
-    assert events == [asyncres.FallbackUsed("prices", error)]
+    assert events == [asyncres.events.FallbackUsed("prices", error)]
 
 
 async def test_value_none_is_a_value() -> None:
@@ -151,7 +151,7 @@ async def test_factory_error_propagates_chained_from_the_original() -> None:
         with pytest.raises(LookupError, match="cache miss") as info:
             await fallback.call(failing(original))
     assert info.value.__cause__ is original
-    assert events == [asyncres.FallbackUsed(None, original)]
+    assert events == [asyncres.events.FallbackUsed(None, original)]
 
 
 async def test_factory_may_re_raise_the_original() -> None:
@@ -208,7 +208,7 @@ async def test_on_result_makes_a_result_a_failure() -> None:
     with capture_events() as events:
         assert await fallback.call(status) == 200
     assert seen == [None]
-    assert events == [asyncres.FallbackUsed(None, None)]
+    assert events == [asyncres.events.FallbackUsed(None, None)]
 
     async def ok() -> int:
         return 204

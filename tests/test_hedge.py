@@ -71,8 +71,10 @@ def asyncio_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
 
 
-def launches(events: list[asyncres.Event]) -> list[tuple[int, float]]:
-    return [(e.hedge, round(e.delay, 6)) for e in events if isinstance(e, asyncres.HedgeLaunched)]
+def launches(events: list[asyncres.events.Event]) -> list[tuple[int, float]]:
+    return [
+        (e.hedge, round(e.delay, 6)) for e in events if isinstance(e, asyncres.events.HedgeLaunched)
+    ]
 
 
 async def test_success_before_the_delay_runs_once_and_emits_nothing() -> None:
@@ -103,7 +105,7 @@ async def test_slow_attempt_is_hedged_after_the_delay_and_the_hedge_wins() -> No
     assert anyio.current_time() - start == pytest.approx(1.5)
     assert [t - start for t in fast.started] == pytest.approx([1.0])
     assert slow.ended == ["cancelled"]  # already over when call() returned
-    assert events == [asyncres.HedgeLaunched("api", 1, pytest.approx(1.0))]
+    assert events == [asyncres.events.HedgeLaunched("api", 1, pytest.approx(1.0))]
 
 
 async def test_first_attempt_can_still_win_after_a_hedge_started() -> None:
@@ -337,7 +339,7 @@ async def test_a_cancelled_loser_is_not_an_error() -> None:
     with capture_events() as events:
         assert await asyncres.Hedge(delay=1.0).call_each(slow, Replica(0.1, "win")) == "win"
     assert slow.ended == ["cancelled"]
-    assert all(isinstance(e, asyncres.HedgeLaunched) for e in events)
+    assert all(isinstance(e, asyncres.events.HedgeLaunched) for e in events)
 
 
 async def test_a_deadline_around_the_hedge_bounds_every_attempt() -> None:
@@ -455,7 +457,7 @@ async def test_execute_is_the_policy_contract() -> None:
 async def test_listener_errors_do_not_change_the_outcome() -> None:
     """A failing listener is logged and ignored."""
 
-    def broken(event: asyncres.Event) -> None:
+    def broken(event: asyncres.events.Event) -> None:
         raise RuntimeError("listener bug")
 
     hedge = asyncres.Hedge(delay=1.0, listeners=[broken])
@@ -513,4 +515,4 @@ async def test_configuration_is_read_only(attribute: str, value: object) -> None
     with capture_events() as events:
         assert await hedge.call(slow) == "ok"
     assert slow.started == [pytest.approx(start + t) for t in (0.0, 1.0, 2.0)]
-    assert [e.hedge for e in events if isinstance(e, asyncres.HedgeLaunched)] == [1, 2]
+    assert [e.hedge for e in events if isinstance(e, asyncres.events.HedgeLaunched)] == [1, 2]

@@ -346,7 +346,7 @@ async def test_events_name_the_host() -> None:
     async with client_for(script) as client:
         with capture_events() as events:
             await client.get("/a")
-    scheduled = [e for e in events if isinstance(e, asyncres.RetryScheduled)]
+    scheduled = [e for e in events if isinstance(e, asyncres.events.RetryScheduled)]
     assert scheduled[0].name == "http http://svc.test:80"
     assert isinstance(scheduled[0].error, RetryableStatusError)
 
@@ -369,7 +369,7 @@ async def test_user_supplied_pipeline_sees_retryable_statuses() -> None:
     script = Script(503, 503, 200)
     pipeline = asyncres.Pipeline(
         asyncres.Timeout(10.0),
-        asyncres.Retry(on=is_retryable, attempts=5, backoff=backoff.Constant(0.1)),
+        asyncres.Retry(on=is_retryable, max_attempts=5, backoff=backoff.Constant(0.1)),
     )
     transport = ResilientTransport(httpx.MockTransport(script), policy=pipeline)
     async with httpx.AsyncClient(transport=transport) as client:
@@ -398,7 +398,7 @@ async def test_aclose_closes_the_inner_transport() -> None:
         (lambda: standard_policy(total_timeout=-1), "total_timeout"),
         (lambda: standard_policy(attempt_timeout=math.nan), "attempt_timeout"),
         (lambda: standard_policy(total_timeout=1.0, attempt_timeout=2.0), "attempt_timeout"),
-        (lambda: standard_policy(attempts=0), "attempts"),
+        (lambda: standard_policy(max_attempts=0), "max_attempts"),
         (lambda: standard_policy(max_retry_after=-1), "max_retry_after"),
         (lambda: standard_policy(retry_statuses=[99]), "retry_statuses"),
         (lambda: standard_policy(hedge_delay=-0.1), "hedge_delay"),
@@ -433,7 +433,7 @@ async def test_hedging_answers_from_the_faster_attempt() -> None:
             response = await client.get("http://svc.test/")
     assert response.text == "attempt 2"
     assert anyio.current_time() - start == pytest.approx(0.5)
-    assert any(isinstance(e, asyncres.HedgeLaunched) for e in events)
+    assert any(isinstance(e, asyncres.events.HedgeLaunched) for e in events)
 
 
 async def test_hedging_closes_the_losing_responses() -> None:
@@ -496,7 +496,9 @@ async def test_works_with_the_httpx2_fork() -> None:
             return httpx2.Response(503, headers={"Retry-After": "1"})
         return httpx2.Response(200, content=b"fork")
 
-    transport = ResilientTransport(httpx2.MockTransport(handler), policy=fast_policy(attempts=3))
+    transport = ResilientTransport(
+        httpx2.MockTransport(handler), policy=fast_policy(max_attempts=3)
+    )
     async with httpx2.AsyncClient(transport=transport) as client:
         response = await client.get("http://svc.test/")
     assert response.text == "fork"
@@ -512,7 +514,7 @@ async def test_throttled_responses_do_not_trip_the_breaker() -> None:
         return breakers[-1]
 
     script = Script((503, {"Retry-After": "0"}))
-    policy = fast_policy(breaker=breaker, attempts=3, backoff=backoff.Constant(0))
+    policy = fast_policy(breaker=breaker, max_attempts=3, backoff=backoff.Constant(0))
     async with client_for(script, policy=policy) as client:
         for _ in range(5):
             response = await client.get("/a")
@@ -522,7 +524,7 @@ async def test_throttled_responses_do_not_trip_the_breaker() -> None:
     assert (stats.state, stats.failures) == (asyncres.CircuitState.CLOSED, 0)
 
     script = Script(503)  # the same status without Retry-After is a failure
-    async with client_for(script, policy=fast_policy(breaker=breaker, attempts=1)) as client:
+    async with client_for(script, policy=fast_policy(breaker=breaker, max_attempts=1)) as client:
         for _ in range(2):
             await client.get("/a")
         with pytest.raises(asyncres.CircuitOpenError):
@@ -531,7 +533,7 @@ async def test_throttled_responses_do_not_trip_the_breaker() -> None:
 
 async def test_default_breaker_opens_after_twenty_consecutive_failures() -> None:
     """A hard outage trips the standard breaker within twenty failures, whatever came before."""
-    policy = standard_policy(attempts=1, backoff=backoff.Constant(0))
+    policy = standard_policy(max_attempts=1, backoff=backoff.Constant(0))
     outcomes = [*([200] * 200), *([httpx.ConnectError("refused")] * 50)]
     script = Script(*outcomes)
     async with client_for(script, policy=policy) as client:
@@ -594,7 +596,7 @@ async def test_attempt_timeout_bounds_the_bulkhead_queue() -> None:
     script = Script(200)
     bulkhead = asyncres.Bulkhead(max_concurrent=1, max_queued=5)
     policy = fast_policy(
-        bulkhead=lambda host: bulkhead, attempt_timeout=2.0, total_timeout=3.0, attempts=1
+        bulkhead=lambda host: bulkhead, attempt_timeout=2.0, total_timeout=3.0, max_attempts=1
     )
     async with client_for(script, policy=policy) as client:
         async with bulkhead:  # every permit is busy: the request must queue

@@ -121,7 +121,7 @@ async def test_connection_drop_mid_body_is_not_retried_for_post(
 
 async def test_slow_responses_are_cut_by_the_attempt_timeout(base_url: str) -> None:
     """An attempt slower than attempt_timeout is abandoned; the caller gets a timeout."""
-    policy = quick_policy(attempt_timeout=0.2, total_timeout=1.0, attempts=2)
+    policy = quick_policy(attempt_timeout=0.2, total_timeout=1.0, max_attempts=2)
     async with make_client(base_url, policy=policy) as client:
         start = anyio.current_time()
         with pytest.raises((asyncres.TimeoutExceededError, httpx.TimeoutException)):
@@ -146,7 +146,7 @@ async def test_breaker_fails_fast_against_a_dead_server() -> None:
     def breaker(host: str) -> asyncres.CircuitBreaker:
         return asyncres.CircuitBreaker(failure_threshold=3, recovery_time=60.0, name=host)
 
-    policy = quick_policy(attempts=1, breaker=breaker)
+    policy = quick_policy(max_attempts=1, breaker=breaker)
     async with make_client(dead, policy=policy) as client:
         for _ in range(3):
             with pytest.raises(httpx.ConnectError):

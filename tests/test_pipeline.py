@@ -109,7 +109,9 @@ async def test_per_attempt_timeout_is_retried_within_the_total() -> None:
 
     pipeline = asyncres.Pipeline(
         asyncres.Timeout(10.0),
-        asyncres.Retry(on=asyncres.TimeoutExceededError, attempts=5, backoff=backoff.Constant(0.5)),
+        asyncres.Retry(
+            on=asyncres.TimeoutExceededError, max_attempts=5, backoff=backoff.Constant(0.5)
+        ),
         asyncres.Timeout(1.0),
     )
     start = anyio.current_time()
@@ -128,7 +130,9 @@ async def test_total_timeout_is_not_retried() -> None:
 
     pipeline = asyncres.Pipeline(
         asyncres.Timeout(2.5),
-        asyncres.Retry(on=asyncres.TimeoutExceededError, attempts=10, backoff=backoff.Constant(0)),
+        asyncres.Retry(
+            on=asyncres.TimeoutExceededError, max_attempts=10, backoff=backoff.Constant(0)
+        ),
         asyncres.Timeout(1.0),
     )
     start = anyio.current_time()
@@ -151,7 +155,7 @@ async def test_retry_gives_up_when_the_next_attempt_cannot_fit_the_total() -> No
 
     pipeline = asyncres.Pipeline(
         asyncres.Timeout(3.0),
-        asyncres.Retry(on=ConnectionError, attempts=10, backoff=backoff.Constant(2.0)),
+        asyncres.Retry(on=ConnectionError, max_attempts=10, backoff=backoff.Constant(2.0)),
     )
     with pytest.raises(ConnectionError):
         await pipeline.call(fail)
@@ -168,7 +172,9 @@ def _canonical(
 ) -> asyncres.Pipeline:
     return asyncres.Pipeline(
         asyncres.Timeout(2.5, name="total", listeners=[events.append]),
-        asyncres.Retry(on=asyncres.TimeoutExceededError, attempts=10, backoff=backoff.Constant(0)),
+        asyncres.Retry(
+            on=asyncres.TimeoutExceededError, max_attempts=10, backoff=backoff.Constant(0)
+        ),
         breaker,
         bulkhead,
         asyncres.Timeout(1.0, name="attempt", listeners=[events.append]),
@@ -287,7 +293,7 @@ async def test_remaining_inside_an_attempt_is_the_tighter_of_the_two() -> None:
 
     pipeline = asyncres.Pipeline(
         asyncres.Timeout(2.0),
-        asyncres.Retry(on=ConnectionError, attempts=5, backoff=backoff.Constant(0.1)),
+        asyncres.Retry(on=ConnectionError, max_attempts=5, backoff=backoff.Constant(0.1)),
         asyncres.Timeout(1.0),
     )
     with pytest.raises(asyncres.TimeoutExceededError) as info:

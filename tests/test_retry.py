@@ -65,11 +65,13 @@ async def test_retries_until_success_with_the_backoff_waits() -> None:
     times = [t - start for t, _, _ in flaky.calls]
     assert times == pytest.approx([0.0, 1.0, 3.0])
     assert all(c[1:] == (("a",), {"b": 2}) for c in flaky.calls)
-    assert [(e.attempt, e.wait) for e in events if isinstance(e, asyncres.RetryScheduled)] == [
+    assert [
+        (e.attempt, e.wait) for e in events if isinstance(e, asyncres.events.RetryScheduled)
+    ] == [
         (1, 1.0),
         (2, 2.0),
     ]
-    assert [type(e.error) for e in events if isinstance(e, asyncres.RetryScheduled)] == [
+    assert [type(e.error) for e in events if isinstance(e, asyncres.events.RetryScheduled)] == [
         ConnectionError,
         ConnectionError,
     ]
@@ -88,7 +90,7 @@ async def test_gives_up_with_the_last_exception_unchanged_and_a_note() -> None:
         "asyncres.Retry 'db': gave up after 3 attempts (no attempts left)"
     ]
     assert info.value.__context__ is None  # attempts do not chain onto each other
-    assert events[-1] == asyncres.RetryGaveUp("db", 3, info.value, "attempts")
+    assert events[-1] == asyncres.events.RetryGaveUp("db", 3, info.value, "attempts")
 
 
 async def test_non_matching_errors_propagate_at_once_untouched() -> None:
@@ -129,7 +131,7 @@ async def test_on_result_retries_rejected_results_and_returns_the_last() -> None
 
     with capture_events() as events:
         assert await retry.call(always_503) == 503
-    assert events[-1] == asyncres.RetryGaveUp(None, 3, None, "attempts")
+    assert events[-1] == asyncres.events.RetryGaveUp(None, 3, None, "attempts")
 
 
 async def test_cancellation_during_an_attempt_is_not_retried() -> None:
@@ -371,8 +373,8 @@ async def test_budget_exhaustion_stops_retries_with_an_event() -> None:
             await retry.call(flaky)
     assert len(flaky.calls) == 2
     assert "retry budget is exhausted" in info.value.__notes__[0]
-    assert isinstance(events[-1], asyncres.RetryBudgetExhausted)
-    assert isinstance(events[-1], asyncres.RetryGaveUp)
+    assert isinstance(events[-1], asyncres.events.RetryBudgetExhausted)
+    assert isinstance(events[-1], asyncres.events.RetryGaveUp)
     assert events[-1].reason == "budget"
 
 
@@ -424,7 +426,7 @@ async def test_seeded_rng_makes_waits_reproducible() -> None:
                 await asyncres.Retry(
                     on=ConnectionError, max_attempts=4, rng=random.Random(seed)
                 ).call(Flaky(10))
-        return [e.wait for e in events if isinstance(e, asyncres.RetryScheduled)]
+        return [e.wait for e in events if isinstance(e, asyncres.events.RetryScheduled)]
 
     assert await waits(3) == await waits(3)
     assert await waits(3) != await waits(4)
@@ -433,7 +435,7 @@ async def test_seeded_rng_makes_waits_reproducible() -> None:
 async def test_listener_errors_do_not_change_the_outcome() -> None:
     """A failing listener is logged and ignored."""
 
-    def broken(event: asyncres.Event) -> None:
+    def broken(event: asyncres.events.Event) -> None:
         raise RuntimeError("listener bug")
 
     retry = constant_retry(listeners=[broken])
@@ -526,7 +528,7 @@ async def test_gave_up_event_names_attempts_made_and_keeps_the_old_name() -> Non
     with capture_events() as events, pytest.raises(ConnectionError):
         await constant_retry(max_attempts=3).call(Flaky(5))
     gave_up = events[-1]
-    assert isinstance(gave_up, asyncres.RetryGaveUp)
+    assert isinstance(gave_up, asyncres.events.RetryGaveUp)
     assert gave_up.attempts_made == 3
     with pytest.warns(DeprecationWarning, match="attempts_made"):
         assert gave_up.attempts == 3

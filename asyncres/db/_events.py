@@ -1,6 +1,6 @@
-"""Events of `asyncres.db` pools (delivered like every asyncres event, see `asyncres.Event`).
+"""Events of `asyncres.db` pools (delivered like every asyncres event, see `asyncres.events.Event`).
 
-A pool also emits the core `asyncres.CallRejected` when it refuses an operation, with
+A pool also emits the core `asyncres.events.CallRejected` when it refuses an operation, with
 ``reason`` ``"queue_full"``, ``"queue_timeout"`` or ``"closed"``: the same string as the
 ``reason`` of the `PoolExhaustedError` / `PoolClosedError` it raises.
 """

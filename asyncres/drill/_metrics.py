@@ -22,6 +22,8 @@ Outcome = str
 class Recorder:
     """Every request of one client: (start offset, latency, outcome), plus side channels."""
 
+    __module__ = "asyncres.drill"
+
     name: str
     samples: list[tuple[float, float, Outcome]] = field(default_factory=list)
     in_flight: int = 0

@@ -147,7 +147,7 @@ async def _drive(
         clients[name] = (client, get)
         counters[name] = counter
     watcher = _BreakerWatcher(recorders["protected"], started, proxies["protected"].port)
-    previous = asyncres.set_listeners(*asyncres.get_listeners(), watcher)
+    previous = asyncres.events.set_listeners(*asyncres.events.get_listeners(), watcher)
     try:
         async with contextlib.AsyncExitStack() as stack:
             for client, _ in clients.values():
@@ -173,7 +173,7 @@ async def _drive(
                         schedule_done,
                     )
     finally:
-        asyncres.set_listeners(*previous)
+        asyncres.events.set_listeners(*previous)
     backend = await admin.stats()
     report = summarize(
         schedule,
@@ -211,13 +211,13 @@ class _BreakerWatcher:
         self.started = started
         self.suffix = f":{port}"
 
-    def __call__(self, event: asyncres.Event) -> None:
+    def __call__(self, event: asyncres.events.Event) -> None:
         if not (event.name or "").endswith(self.suffix):
             return
         state = {
-            asyncres.CircuitOpened: "open",
-            asyncres.CircuitHalfOpened: "half_open",
-            asyncres.CircuitClosed: "closed",
+            asyncres.events.CircuitOpened: "open",
+            asyncres.events.CircuitHalfOpened: "half_open",
+            asyncres.events.CircuitClosed: "closed",
         }.get(type(event))
         if state is not None:
             self.recorder.breaker.append((time.monotonic() - self.started, state))

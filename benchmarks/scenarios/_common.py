@@ -91,14 +91,14 @@ def run_virtual(fn: Callable[..., Awaitable[Any]], *args: Any, backend: str = "a
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """No logging and no global asyncres listeners while a contender runs (for all alike)."""
-    previous = asyncres.set_listeners()
+    previous = asyncres.events.set_listeners()
     logging.disable(logging.CRITICAL)
     hooks = _silence_stamina()
     try:
         yield
     finally:
         logging.disable(logging.NOTSET)
-        asyncres.set_listeners(*previous)
+        asyncres.events.set_listeners(*previous)
         if hooks is not None:
             import stamina.instrumentation
 

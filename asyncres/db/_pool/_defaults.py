@@ -129,7 +129,7 @@ def default_retry(pool: GuardedPool[Any]) -> Retry:
     """
     return Retry(
         on=_ErrorKind(pool, TRANSIENT, "transient errors"),
-        attempts=RETRY_ATTEMPTS,
+        max_attempts=RETRY_ATTEMPTS,
         backoff=RETRY_BACKOFF,
         name=pool.name,
     )

@@ -81,3 +81,14 @@ def test_capture_events_restores_the_listeners() -> None:
     with capture_events():
         assert len(asyncres.events.get_listeners()) == len(before) + 1
     assert asyncres.events.get_listeners() == before
+
+
+@pytest.mark.parametrize("name", ["CircuitOpened", "RetryGaveUp", "set_listeners", "Listener"])
+def test_root_names_of_events_are_deprecated_aliases(name: str) -> None:
+    """``asyncres.<Event>`` still resolves, with a warning pointing at `asyncres.events`."""
+    with pytest.warns(DeprecationWarning, match=rf"asyncres\.events\.{name}"):
+        value = getattr(asyncres, name)
+    assert value is getattr(asyncres.events, name)
+    assert name not in asyncres.__all__
+    with pytest.raises(AttributeError, match="no_such_name"):
+        asyncres.no_such_name  # type: ignore[attr-defined]  # noqa: B018

@@ -46,15 +46,21 @@ class CircuitBreaker(PolicyFaces):
     when the failure rate over the window reaches ``failure_rate`` (or the slow-call rate
     reaches ``slow_call_rate``) once the window holds ``min_calls`` calls. With neither
     ``failure_threshold`` nor ``failure_rate`` given, ``failure_rate=0.5`` (Resilience4j,
-    Hystrix). The window is the last ``window`` seconds in 10 buckets (``window_type="time"``,
+    Hystrix) and ``failure_threshold=20``: a rate over a long window opens late in a hard
+    outage (the window's healthy history must be outweighed first), 20 failures in a row
+    do not (at a 50 % random failure rate they come once in about two million calls). The
+    window is the last ``window`` seconds in 10 buckets (``window_type="time"``,
     default 60 s) or the last ``window`` calls (``window_type="count"``, default 100).
 
     **Open.** Calls are rejected at once with `CircuitOpenError` (``retry_after``: seconds
     until a probe is admitted), without calling the function. After the recovery time the
     next call turns the breaker HALF_OPEN (lazily: there are no timers). The recovery time
-    is ``recovery_time`` (default 30 s), or the successive delays of ``recovery_backoff``
-    (e.g. ``backoff.EqualJitter(5, 300)``, Finagle's) on each re-opening, restarted when
-    the circuit closes.
+    is ``recovery_time``, or the successive delays of ``recovery_backoff`` on each
+    re-opening, restarted when the circuit closes. The default follows the dependency:
+    ``backoff.Exponential(0.25, 1.0)`` — probes after 0.25 s, 0.5 s, then every second,
+    so the circuit closes within about a second of the dependency's return while a dead
+    one sees one call a second. Where a probe is costly, wait longer (a fixed
+    ``recovery_time=30``, or Finagle's ``recovery_backoff=backoff.EqualJitter(5, 300)``).
 
     **Half-open.** At most ``half_open_max_calls`` probes run at a time; other calls are
     rejected (``retry_after`` is the current recovery time: a caller should not hammer a

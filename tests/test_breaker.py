@@ -148,7 +148,7 @@ async def test_a_success_resets_the_consecutive_count() -> None:
 async def test_failure_rate_trips_only_once_the_window_holds_min_calls() -> None:
     """A high failure rate over fewer than min_calls calls does not trip."""
     breaker = asyncres.CircuitBreaker(
-        failure_rate=0.5, min_calls=10, window=20, window_type="count"
+        failure_rate=0.5, min_calls=10, window=20, window_type="count", recovery_time=30.0
     )
     with capture_events() as events:
         await succeed(breaker, 4)
@@ -164,12 +164,83 @@ async def test_failure_rate_trips_only_once_the_window_holds_min_calls() -> None
 async def test_default_trips_at_half_failures_over_twenty_calls() -> None:
     """With no trip rule given, a 50 % failure rate over at least 20 calls trips."""
     breaker = asyncres.CircuitBreaker()
-    assert (breaker.failure_rate, breaker.failure_threshold, breaker.min_calls) == (0.5, None, 20)
+    assert (breaker.failure_rate, breaker.failure_threshold, breaker.min_calls) == (0.5, 20, 20)
     await succeed(breaker, 10)
     await fail(breaker, 9)
     assert breaker.state is CircuitState.CLOSED
     await fail(breaker, 1)
     assert breaker.state is CircuitState.OPEN
+
+
+async def test_default_trips_on_twenty_failures_in_a_row_despite_healthy_history() -> None:
+    """A hard outage after a long healthy spell opens the default breaker within 20 calls."""
+    breaker = asyncres.CircuitBreaker()
+    await succeed(breaker, 1000)  # 1,000 healthy calls in the window: the rate needs 1,000 more
+    await fail(breaker, 19)
+    assert breaker.state is CircuitState.CLOSED
+    await fail(breaker, 1)
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.statistics().consecutive_failures == 20
+
+
+async def test_default_recovery_probes_after_a_quarter_second_then_every_second() -> None:
+    """The default recovery times: 0.25 s, 0.5 s, then 1 s per re-opening; reset on close."""
+    breaker = asyncres.CircuitBreaker()
+    assert breaker.recovery_time is None
+    assert breaker.recovery_backoff == backoff.Exponential(0.25, 1.0)
+    with capture_events() as events:
+        await fail(breaker, 20)
+        for _ in range(4):  # four failed probes, each as soon as it is admitted
+            wait = breaker.statistics().retry_after
+            assert wait is not None
+            await anyio.sleep(wait)
+            await fail(breaker, 1)
+    opened = [e.retry_after for e in events if isinstance(e, asyncres.events.CircuitOpened)]
+    assert opened == [0.25, 0.5, 1.0, 1.0, 1.0]
+    await anyio.sleep(1.0)
+    await succeed(breaker, 1)  # the probe succeeds: closed, and the schedule starts over
+    assert breaker.state is CircuitState.CLOSED
+    await fail(breaker, 20)
+    assert breaker.statistics().retry_after == 0.25
+
+
+async def test_default_breaker_closes_within_a_second_of_the_dependency_returning() -> None:
+    """A long outage, then the dependency returns at a random moment: the first success
+    comes within one recovery time (1 s) plus the next call, and a dead dependency sees
+    one call a second."""
+    breaker = asyncres.CircuitBreaker()
+    down = True
+    reached = 0
+
+    async def dependency() -> str:
+        nonlocal reached
+        if down:
+            reached += 1
+            raise ConnectionError("refused")
+        return "ok"
+
+    async def one() -> bool:
+        try:
+            await breaker.call(dependency)
+        except (ConnectionError, asyncres.CircuitOpenError):
+            return False
+        return True
+
+    for _ in range(20):  # the trip
+        await one()
+    reached = 0
+    for _ in range(6000):  # 60 s of outage at 100 calls/s
+        await one()
+        await anyio.sleep(0.01)
+    assert reached <= 61  # one probe a second: 1 % of the traffic
+    down = False
+    back = anyio.current_time()
+    for _ in range(200):  # bounded: 2 s of calls
+        if await one():
+            break
+        await anyio.sleep(0.01)
+    assert anyio.current_time() - back <= 1.02
+    assert breaker.state is CircuitState.CLOSED
 
 
 async def test_count_window_forgets_calls_beyond_its_size() -> None:
@@ -202,7 +273,12 @@ async def test_time_window_forgets_outcomes_older_than_the_window() -> None:
 async def test_slow_call_rate_trips() -> None:
     """Calls slower than slow_call_duration trip the breaker at slow_call_rate."""
     breaker = asyncres.CircuitBreaker(
-        slow_call_duration=1.0, slow_call_rate=0.5, min_calls=4, window_type="count", window=10
+        slow_call_duration=1.0,
+        slow_call_rate=0.5,
+        min_calls=4,
+        window_type="count",
+        window=10,
+        recovery_time=30.0,
     )
     service = Service()
     with capture_events() as events:
@@ -645,7 +721,9 @@ def test_manual_control_works_outside_an_event_loop() -> None:
 def test_listeners_get_this_breakers_events_and_repr_is_readable() -> None:
     """Events go to the breaker's own listeners; repr shows name, state and rules."""
     seen: list[asyncres.events.Event] = []
-    breaker = asyncres.CircuitBreaker(failure_threshold=5, name="db", listeners=[seen.append])
+    breaker = asyncres.CircuitBreaker(
+        failure_threshold=5, recovery_time=30.0, name="db", listeners=[seen.append]
+    )
     breaker.isolate()
     assert seen == [asyncres.events.CircuitOpened("db", 30.0, "isolated")]
     assert repr(breaker) == (

@@ -63,8 +63,10 @@ class CircuitBreaker(PolicyFaces):
     ``recovery_time=30``, or Finagle's ``recovery_backoff=backoff.EqualJitter(5, 300)``).
 
     **Half-open.** At most ``half_open_max_calls`` probes run at a time; other calls are
-    rejected (``retry_after`` is the current recovery time: a caller should not hammer a
-    recovering dependency). ``success_threshold`` probe successes close the circuit; a
+    rejected (``retry_after`` says when the next probe may start: a caller should not
+    hammer a recovering dependency). A probe still pending after one recovery delay lets
+    one more probe through, so a slow probe never holds the door shut for longer than
+    the delay. ``success_threshold`` probe successes close the circuit; a
     failed (or slow) probe re-opens it.
 
     **What counts.** An exception matched by ``on`` and not by ``exclude`` is a failure;

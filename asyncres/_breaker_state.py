@@ -150,6 +150,7 @@ class CircuitStateController:
         "_pending",
         "_pending_since",
         "_phase",
+        "_probe_admitted_at",
         "_probe_successes",
         "_probes",
         "_rejected",
@@ -177,6 +178,7 @@ class CircuitStateController:
         self._consecutive = 0
         self._epoch = 0
         self._probes = 0
+        self._probe_admitted_at = 0.0
         self._probe_successes = 0
         self._opened_at: float | None = None
         self._delay = config.recovery_time if config.recovery_time is not None else 0.0
@@ -196,8 +198,18 @@ class CircuitStateController:
         if state is _HALF_OPEN:
             if self._probes < self._config.half_open_max_calls:
                 self._probes += 1
+                self._probe_admitted_at = self.now()
                 return self._epoch
-            raise self._rejection("half_open_full", self._delay)
+            # A probe still pending after a recovery delay (a slow dependency, a hung
+            # connection) lets one more through: the door is never held shut by one slow
+            # call, and a dead dependency still sees at most one new probe per delay.
+            now = self.now()
+            wait = self._probe_admitted_at + self._delay - now
+            if wait <= 0.0 and self._delay > 0.0:
+                self._probes += 1
+                self._probe_admitted_at = now
+                return self._epoch
+            raise self._rejection("half_open_full", max(wait, 0.0))
         if state is _OPEN:
             now = self.now()
             opened_at = self._opened_at
@@ -207,6 +219,7 @@ class CircuitStateController:
             if wait <= 0.0:
                 self._to_half_open()
                 self._probes = 1
+                self._probe_admitted_at = now
                 return self._epoch
             raise self._rejection("circuit_open", wait)
         raise self._rejection("circuit_open", self._delay)  # ISOLATED

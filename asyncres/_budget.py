@@ -21,6 +21,9 @@ __all__ = ["RetryBudget", "RetryBudgetStatistics"]
 # success path; the price is that at most this many deposits are dated late.
 _FOLD_EVERY = 32
 _SLICES = 10
+# An overload signal holds the adaptive ratio at its floor for this share of the window (1 s
+# of the default 10 s): while the dependency keeps asking for room, and briefly after.
+_OVERLOAD_HOLD = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,7 @@ class RetryBudgetStatistics:
     ratio: float = 0.0
     #: Share of the window's retries that succeeded (``None`` before the first retry).
     retry_success_rate: float | None = None
-    #: Whether an overload signal was seen during the last ``ttl`` seconds.
+    #: Whether an overload signal was seen during the last tenth of ``ttl``.
     overloaded: bool = False
 
 
@@ -61,14 +64,15 @@ class RetryBudget:
     **Adaptive ratio (the default).** Without ``ratio``, the ratio follows what retries
     achieve: ``min_ratio + (max_ratio - min_ratio) * s``, where ``s`` is the share of the
     window's retries that succeeded — and ``min_ratio`` whenever the dependency showed an
-    overload signal during the window (`signal_overload`: `Retry` sends it for an error with
-    a ``retry_after`` hint, i.e. a 429/503 with ``Retry-After``, and for a `RejectedError`,
-    i.e. local shedding). Random failures with capacity to spare (retries succeed about as
-    often as first attempts) earn more retries; a total outage (no retry succeeds) or an
-    overload shrinks the ratio to ``min_ratio``. The bound: in a total outage no retry is
-    ever refunded, so failed retries stay below ``max(min_per_second * ttl, min_ratio *
-    requests)`` per ``ttl`` — at most ``1 + max(min_ratio, min_per_second / rate)`` times the
-    offered load: at most 1.2 times at every rate from 10 requests a second up with the defaults.
+    overload signal in the last tenth of the window (`signal_overload`: `Retry` sends it
+    for an error with a ``retry_after`` hint, i.e. a 429/503 with ``Retry-After``, and for
+    a `RejectedError`, i.e. local shedding). Random failures with capacity to spare
+    (retries succeed about as often as first attempts) earn more retries; a total outage
+    (no retry succeeds) or an overload shrinks the ratio to ``min_ratio``. The bound: in a
+    total outage no retry is ever refunded, so failed retries stay below
+    ``max(min_per_second * ttl, min_ratio * requests)`` per ``ttl`` — at most
+    ``1 + max(min_ratio, min_per_second / rate)`` times the offered load: at most 1.2 times
+    at every rate from 10 requests a second up with the defaults.
 
     With ``ratio`` given the budget is Finagle's fixed one.
 
@@ -83,7 +87,9 @@ class RetryBudget:
         "_max_ratio",
         "_min_per_second",
         "_min_ratio",
+        "_now",
         "_overload_total",
+        "_overloaded_until",
         "_overloads",
         "_pending",
         "_ratio",
@@ -147,6 +153,8 @@ class RetryBudget:
         self._refund_total = 0
         self._overload_total = 0
         self._slice: int | None = None
+        self._now = -math.inf
+        self._overloaded_until = -math.inf
         self._pending = 0
         self._refused = 0
 
@@ -194,7 +202,8 @@ class RetryBudget:
 
     def signal_overload(self) -> None:
         """Record that the dependency shows overload: the adaptive ratio drops to ``min_ratio``
-        until the signal leaves the window (``ttl`` seconds).
+        for the next tenth of the window (``ttl / 10`` seconds), so a dependency that keeps
+        asking for room keeps it there, and one that stops gets its retries back quickly.
 
         `Retry` calls it for an error carrying a ``retry_after`` hint (a 429 or a 503 with
         ``Retry-After``, an open circuit) and for a `RejectedError` (local load shedding).
@@ -202,6 +211,7 @@ class RetryBudget:
         self._advance()
         self._overloads[self._slice % _SLICES] += 1  # type: ignore[operator]
         self._overload_total += 1
+        self._overloaded_until = self._now + _OVERLOAD_HOLD * self._ttl
 
     def statistics(self) -> RetryBudgetStatistics:
         """Counts over the current window (reads the clock)."""
@@ -214,12 +224,16 @@ class RetryBudget:
             refused=self._refused,
             ratio=self._current_ratio(),
             retry_success_rate=self._refund_total / retries if retries else None,
-            overloaded=self._overload_total > 0,
+            overloaded=self._overloaded(),
         )
+
+    def _overloaded(self) -> bool:
+        """An overload signal in the last tenth of the window (the recent past only)."""
+        return self._now < self._overloaded_until
 
     def _current_ratio(self) -> float:
         low = self._min_ratio
-        if self._max_ratio == low or self._overload_total or not self._retry_total:
+        if self._max_ratio == low or not self._retry_total or self._overloaded():
             return low
         share = min(1.0, self._refund_total / self._retry_total)
         return low + (self._max_ratio - low) * share
@@ -233,7 +247,8 @@ class RetryBudget:
 
     def _advance(self) -> None:
         """Expire slices older than ``ttl`` and fold pending deposits into the current one."""
-        now_slice = int(self._clock() // self._slice_seconds)
+        self._now = now = self._clock()
+        now_slice = int(now // self._slice_seconds)
         current = self._slice
         counters = (
             self._deposits,

@@ -131,12 +131,15 @@ _DEFAULT_BACKOFF = FullJitter(base=0.5, cap=10.0)
 
 
 def _default_breaker(host: str) -> CircuitBreaker:
+    # For hard outages only: a brownout (some requests fail) is the retry budget's and the
+    # throttle's to handle; a failure rate near the brownout's would open the circuit on
+    # requests that a retry would have saved. Recovery: the core default (0.25 s, 0.5 s,
+    # then a probe a second).
     return CircuitBreaker(
-        failure_rate=0.5,
         failure_threshold=20,
-        window=30.0,
+        failure_rate=0.9,
+        window=10.0,
         min_calls=20,
-        recovery_time=5.0,
         half_open_max_calls=1,
         name=f"http {host}",
     )

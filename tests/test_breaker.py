@@ -318,7 +318,7 @@ async def test_recovery_admits_one_probe_and_rejects_the_rest(face: str) -> None
             assert breaker.statistics().probes_in_flight == 1
             with pytest.raises(asyncres.CircuitOpenError) as info:
                 await through(breaker, service, face)
-            assert info.value.retry_after == 30.0
+            assert info.value.retry_after == 30.0  # when the next probe may start
             assert info.value.reason == "half_open_full"
     assert service.calls == 1
     assert breaker.state is CircuitState.CLOSED
@@ -329,6 +329,31 @@ async def test_recovery_admits_one_probe_and_rejects_the_rest(face: str) -> None
         asyncres.events.CircuitClosed("api"),
     ]
     assert breaker.statistics().calls == 0  # a fresh window
+
+
+@pytest.mark.parametrize("face", FACES)
+async def test_a_slow_probe_lets_another_through_after_one_recovery_delay(face: str) -> None:
+    """A probe pending longer than the delay admits one more: one slow call never holds it shut.
+
+    The slow-database case: the first probe takes 1.5 s; with a 0.25 s delay a second probe
+    starts at 0.25 s and closes the circuit when the dependency answers it.
+    """
+    breaker = asyncres.CircuitBreaker(failure_threshold=1, recovery_time=0.25)
+    await fail(breaker, 1)
+    await anyio.sleep(0.25)
+    slow, quick = Service(), Service()
+    slow.delay = 1.5
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(through, breaker, slow, face)
+        await anyio.sleep(0.1)
+        with pytest.raises(asyncres.CircuitOpenError) as info:
+            await through(breaker, quick, face)
+        assert info.value.retry_after == pytest.approx(0.15)
+        await anyio.sleep(0.15)
+        assert breaker.state is CircuitState.HALF_OPEN
+        await through(breaker, quick, face)  # the second probe, while the first is pending
+        assert breaker.state is CircuitState.CLOSED
+    assert (slow.calls, quick.calls) == (1, 1)
 
 
 async def test_failed_probes_reopen_with_growing_recovery_backoff_reset_on_close() -> None:
@@ -423,7 +448,7 @@ async def test_calls_admitted_before_opening_do_not_count_as_probes() -> None:
     """A straggler from the closed period finishing during half-open is not a probe."""
     breaker = asyncres.CircuitBreaker(failure_threshold=1, recovery_time=1.0)
     straggler, probe = Service(), Service()
-    straggler.delay = 2.0
+    straggler.delay = 1.5
     probe.delay = 2.0
     async with anyio.create_task_group() as tg:
         tg.start_soon(breaker.call, straggler)
@@ -431,7 +456,7 @@ async def test_calls_admitted_before_opening_do_not_count_as_probes() -> None:
         await fail(breaker, 1)  # opens at t=0; recovery at t=1
         await anyio.sleep(1.0)
         tg.start_soon(through, breaker, probe, "with")  # the probe, t=1..3
-        await anyio.sleep(1.5)  # the straggler succeeds at t=2
+        await anyio.sleep(0.8)  # the straggler succeeds at t=1.5; the probe is 0.8 s old
         assert breaker.state is CircuitState.HALF_OPEN
         assert breaker.statistics().probes_in_flight == 1
         assert await outcome(breaker, Service()) == "rejected"
@@ -1012,6 +1037,7 @@ class Model:
         self.consecutive = 0
         self.epoch = 0
         self.probes = 0
+        self.probe_admitted_at = 0.0
         self.probe_successes = 0
         self.opened_at: float | None = None
         self.delay = RECOVERY
@@ -1070,16 +1096,19 @@ class Model:
         if self.state in ("closed", "disabled"):
             return -1
         if self.state == "half_open":
-            if self.probes < self.c["half_open_max_calls"]:
+            wait = self.probe_admitted_at + self.delay - self.now
+            if self.probes < self.c["half_open_max_calls"] or (wait <= 0 and self.delay > 0):
                 self.probes += 1
+                self.probe_admitted_at = self.now
                 return self.epoch
-            return self.reject("half_open_full", self.delay)
+            return self.reject("half_open_full", max(wait, 0.0))
         if self.state == "open":
             assert self.opened_at is not None
             if self.now >= self.opened_at + self.delay:
                 self.enter("half_open")
                 self.events.append(asyncres.events.CircuitHalfOpened("m"))
                 self.probes = 1
+                self.probe_admitted_at = self.now
                 return self.epoch
             return self.reject("circuit_open", self.opened_at + self.delay - self.now)
         return self.reject("circuit_open", self.delay)

@@ -360,7 +360,13 @@ def test_adaptive_ratio_follows_the_retry_success_rate_and_overload() -> None:
     budget.signal_overload()
     assert budget.statistics().ratio == 0.1
     assert budget.statistics().overloaded
-    clock.now = 10.0  # the signal and the retries leave the window
+    clock.now = 0.9  # the signal holds the floor for a tenth of the window...
+    assert budget.statistics().overloaded
+    assert budget.statistics().ratio == 0.1
+    clock.now = 1.0  # ...then the retries' success counts again
+    assert not budget.statistics().overloaded
+    assert budget.statistics().ratio == pytest.approx(0.1 + 0.8 * 0.25)
+    clock.now = 10.0  # the retries leave the window
     assert budget.statistics().ratio == 0.1
     assert not budget.statistics().overloaded
     assert budget.statistics().retry_success_rate is None

@@ -266,7 +266,12 @@ def _breaker_rules() -> tuple[str, Any] | None:
         )
     if breaker.failure_threshold is not None:
         rules.append(f"{breaker.failure_threshold} failures in a row")
-    text = "opens on " + ", or on ".join(rules) + f"; probes after {breaker.recovery_time:g} s"
+    probes = (
+        f"probes after {breaker.recovery_time:g} s"
+        if breaker.recovery_time is not None
+        else "probes after 0.25 s, 0.5 s, then every second"
+    )
+    text = "opens on " + ", or on ".join(rules) + "; " + probes
     return text, breaker
 
 

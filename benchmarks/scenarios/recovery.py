@@ -376,7 +376,11 @@ def _reading(results: dict[tuple[str, str], list[Trial]]) -> list[str]:
                     f"{max(others[k] for k in slow) / ours_d:.1f}",
                 )
                 + " times as long as asyncres "
-                f"({default.recovery_time:g} s open)."
+                + (
+                    f"({default.recovery_time:g} s open)."
+                    if default.recovery_time is not None
+                    else "(probes after 0.25 s, 0.5 s, then every second)."
+                )
             )
         if others and reached.get("asyncres", 0) > 2 * max(reached[k] for k in others):
             rule = (

@@ -4,12 +4,14 @@ Starts a small real HTTP service backed by SQLite (through `asyncres.db`) on loo
 a `asyncres.chaos.FaultProxy` in front of it, and drives the same open-loop traffic through
 two clients side by side — a naive one (httpx + the usual tenacity retry) and one protected
 by `asyncres.httpx.ResilientTransport` — while a `chaos.Schedule` of faults runs: steady,
-latency spike, error burst with Retry-After, hard outage, slow database, recovery. It shows
-live numbers, then writes a JSON report and a chart, and says whether the protected client won.
+latency spike, error burst with Retry-After, random brownout, overload brownout, hard outage,
+slow database, recovery. It shows live numbers, then writes a JSON report and a chart, and
+judges every phase: the protected client must match the naive one's success (within 2
+percentage points) at no more load everywhere, and beat it where protection is the point.
 
-The schedule's faults are the drill's kinds — `Latency`, `ErrorBurst`, `Outage`,
-`SlowDatabase` — applied identically to both clients' backends; `load_schedule` reads them
-from a `chaos.Schedule` TOML file (``[[phases]]`` tables).
+The schedule's faults are the drill's kinds — `Latency`, `ErrorBurst`, `Brownout`,
+`Overload`, `Outage`, `SlowDatabase` — applied identically to both clients' backends;
+`load_schedule` reads them from a `chaos.Schedule` TOML file (``[[phases]]`` tables).
 
 Needs the ``drill`` extra: ``pip install 'asyncres[drill]'``.
 """
@@ -17,10 +19,12 @@ Needs the ``drill`` extra: ``pip install 'asyncres[drill]'``.
 import typing
 import warnings
 
+from ._faults import Brownout as Brownout
 from ._faults import DrillFault as DrillFault
 from ._faults import ErrorBurst as ErrorBurst
 from ._faults import Latency as Latency
 from ._faults import Outage as Outage
+from ._faults import Overload as Overload
 from ._faults import SlowDatabase as SlowDatabase
 from ._metrics import Recorder as Recorder
 from ._run import DrillOptions as DrillOptions
@@ -30,11 +34,13 @@ from ._schedule import load_schedule as load_schedule
 from ._schedule import schedule_from_dict as schedule_from_dict
 
 __all__ = [
+    "Brownout",
     "DrillFault",
     "DrillOptions",
     "ErrorBurst",
     "Latency",
     "Outage",
+    "Overload",
     "Recorder",
     "SlowDatabase",
     "default_schedule",

@@ -63,8 +63,13 @@ def run(args: argparse.Namespace) -> int:
     for name, check in verdict["checks"].items():
         mark = "[green]PASS[/green]" if check["passed"] else "[red]FAIL[/red]"
         console.print(f"{mark} {name}: {check['detail']}")
-    outcome = "won" if verdict["protected_wins"] else "did NOT win"
-    console.print(f"The protected client {outcome}. Results: {folder.resolve()}/")
+    if verdict["protected_wins"]:
+        console.print(f"The protected client won every phase. Results: {folder.resolve()}/")
+    else:
+        lost = ", ".join(name for name, check in verdict["checks"].items() if not check["passed"])
+        console.print(
+            f"The protected client did NOT win: it lost {lost}. Results: {folder.resolve()}/"
+        )
     console.print(f"  report: {json_path}\n  chart:  {report['chart']}")
     return 0 if verdict["protected_wins"] else EXIT_PROTECTED_LOST
 

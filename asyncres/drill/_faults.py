@@ -3,8 +3,8 @@
 Each is a fault a `chaos.Schedule` can switch (it has an ``enabled`` attribute). It does
 nothing by itself: while a drill runs, the drill listens to its switch and applies it to the
 two fault proxies (latency, outage) and to the two backends of the service (error burst,
-slow database). In a schedule's TOML they are the kinds ``latency``, ``error_burst``,
-``outage`` and ``slow_db`` (`MAKERS`).
+slow database, brownouts). In a schedule's TOML they are the kinds ``latency``,
+``error_burst``, ``brownout``, ``overload``, ``outage`` and ``slow_db`` (`MAKERS`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from ..chaos._units import parse_duration  # the one spelling of durations ("200
 __all__ = [
     "FAULT_KINDS",
     "MAKERS",
+    "Brownout",
     "DrillFault",
     "ErrorBurst",
     "Latency",
     "Outage",
+    "Overload",
     "SlowDatabase",
     "describe_faults",
 ]
@@ -130,6 +132,70 @@ class ErrorBurst(DrillFault):
         return f"503 + Retry-After: {self._retry_after} every other {self._period:g} s"
 
 
+class Brownout(DrillFault):
+    """A random brownout: the service answers 503 *without* ``Retry-After`` to a seeded
+    random ``rate`` of the requests, however many there are (capacity to spare).
+
+    The case where a retry helps most: each attempt fails independently of the load.
+    """
+
+    __slots__ = ("_rate",)
+
+    __module__ = "asyncres.drill"
+
+    kind = "brownout"
+    rate: Setting[float] = Setting()
+
+    def __init__(self, rate: float = 0.5, *, enabled: bool = False) -> None:
+        super().__init__(enabled=enabled)
+        rate = _validation.ratio("rate", rate)
+        if rate == 0.0:
+            raise ValueError("`rate` must be > 0 (0 fails nothing), got 0.0")
+        self._rate = rate
+
+    def _options(self) -> tuple[tuple[str, float], ...]:
+        return (("rate", self._rate),)
+
+    def describe(self) -> str:
+        return f"{self._rate:.0%} of requests get 503 (no Retry-After)"
+
+
+class Overload(DrillFault):
+    """An overload brownout: the service's capacity drops to ``share`` of the offered rate.
+
+    The service then serves at most ``share * rate`` requests a second (a token bucket with
+    a quarter second of burst) and refuses the rest with 503, without ``Retry-After``.
+    Refusing is cheaper than serving but not free (parsing, routing, the error reply: the
+    SRE book's point in "Handling Overload"): each refusal costs a fifth of a served
+    request's capacity (`REFUSAL_COST`). So extra attempts make it worse: a client that
+    retries every refusal takes capacity from its own first attempts.
+    """
+
+    __slots__ = ("_share",)
+
+    __module__ = "asyncres.drill"
+
+    kind = "overload"
+    share: Setting[float] = Setting()
+
+    def __init__(self, share: float = 0.5, *, enabled: bool = False) -> None:
+        super().__init__(enabled=enabled)
+        share = _validation.ratio("share", share)
+        if share == 0.0 or share == 1.0:
+            raise ValueError(f"`share` must be between 0 and 1 (exclusive), got {share!r}")
+        self._share = share
+
+    def _options(self) -> tuple[tuple[str, float], ...]:
+        return (("share", self._share),)
+
+    def describe(self) -> str:
+        return f"capacity {self._share:.0%} of the offered rate, 503 beyond"
+
+
+#: What refusing a request costs an overloaded service, in served requests (`Overload`).
+REFUSAL_COST = 0.2
+
+
 class Outage(DrillFault):
     """The fault proxies are down: new connections refused, open ones dropped."""
 
@@ -192,6 +258,20 @@ def _make_error_burst(period: Any, retry_after: Any = 1) -> ErrorBurst:
     )
 
 
+def _make_brownout(rate: Any = 0.5) -> Brownout:
+    return Brownout(_fraction(rate, "rate"))
+
+
+def _make_overload(share: Any = 0.5) -> Overload:
+    return Overload(_fraction(share, "share"))
+
+
+def _fraction(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"`{name}` must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
 def _make_outage() -> Outage:
     return Outage()
 
@@ -202,9 +282,11 @@ def _make_slow_db(seconds: Any) -> SlowDatabase:
 
 #: The ``makers=`` the drill passes to `chaos.Schedule.from_dict`: its fault kinds.
 MAKERS: dict[str, Callable[..., DrillFault]] = {
+    "brownout": _make_brownout,
     "error_burst": _make_error_burst,
     "latency": _make_latency,
     "outage": _make_outage,
+    "overload": _make_overload,
     "slow_db": _make_slow_db,
 }
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..chaos import Phase, Schedule
-from ._faults import DrillFault, ErrorBurst, Latency, Outage, SlowDatabase
+from ._faults import Brownout, DrillFault, ErrorBurst, Latency, Outage, Overload, SlowDatabase
 from ._run import DrillOptions
 from ._schedule import default_schedule, load_schedule, schedule_from_dict
 
@@ -38,6 +38,8 @@ class Faults:
     retry_after: int = 1
     outage: bool = False
     slow_db: float = 0.0
+    brownout: float = 0.0
+    overload: float = 0.0
 
     def describe(self) -> str:
         from ._faults import describe_faults
@@ -55,6 +57,10 @@ class Faults:
             faults.append(Outage())
         if self.slow_db:
             faults.append(SlowDatabase(self.slow_db))
+        if self.brownout:
+            faults.append(Brownout(self.brownout))
+        if self.overload:
+            faults.append(Overload(self.overload))
         return tuple(faults)
 
     @classmethod
@@ -71,6 +77,10 @@ class Faults:
                 values["outage"] = True
             elif isinstance(fault, SlowDatabase):
                 values["slow_db"] = fault.seconds
+            elif isinstance(fault, Brownout):
+                values["brownout"] = fault.rate
+            elif isinstance(fault, Overload):
+                values["overload"] = fault.share
         return cls(**values)
 
 

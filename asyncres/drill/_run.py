@@ -21,25 +21,32 @@ from asyncres import chaos
 
 from .. import _validation
 from ._clients import Get, naive_client, protected_client
-from ._faults import DrillFault, ErrorBurst, Latency, Outage, SlowDatabase, describe_faults
+from ._faults import (
+    Brownout,
+    DrillFault,
+    ErrorBurst,
+    Latency,
+    Outage,
+    Overload,
+    SlowDatabase,
+    describe_faults,
+)
 from ._metrics import FAILED, OK, REJECTED, UNFINISHED, Recorder, summarize, window
 from ._schedule import check_schedule
 from ._service import CLIENTS, ServiceFaults, serve
 
 __all__ = ["DrillOptions", "run_drill"]
 
-#: The recovery time of the standard policy's breaker (asyncres.httpx defaults).
-BREAKER_RECOVERY = 5.0
-
 
 @dataclass(frozen=True, slots=True)
 class DrillOptions:
     """How to run a drill: the `chaos.Schedule` of faults and the traffic.
 
-    ``schedule`` holds only the drill's fault kinds (`Latency`, `ErrorBurst`, `Outage`,
-    `SlowDatabase`), each phase at most one of each kind, every phase finite and named
-    uniquely; ``rate`` requests per second per client; ``grace`` seconds for requests
-    still in flight after the last phase. Read-only (a frozen dataclass).
+    ``schedule`` holds only the drill's fault kinds (`Latency`, `ErrorBurst`, `Brownout`,
+    `Overload`, `Outage`, `SlowDatabase`), each phase at most one of each kind, every
+    phase finite and named uniquely; ``rate`` requests per second per client; ``grace``
+    seconds for requests still in flight after the last phase. Read-only (a frozen
+    dataclass).
     """
 
     schedule: chaos.Schedule
@@ -152,7 +159,9 @@ async def _drive(
         async with contextlib.AsyncExitStack() as stack:
             for client, _ in clients.values():
                 await stack.enter_async_context(client)
-            board = stack.enter_context(_FaultBoard(schedule, admin, list(proxies.values())))
+            board = stack.enter_context(
+                _FaultBoard(schedule, admin, list(proxies.values()), rate=options.rate)
+            )
             async with anyio.create_task_group() as tg:
                 schedule_done = anyio.Event()
                 tg.start_soon(_run_schedule, schedule, board, schedule_done)
@@ -181,7 +190,7 @@ async def _drive(
         {name: counters[name].sent for name in CLIENTS},
         {name: backend[name]["reached"] for name in CLIENTS},
         {name: backend[name]["abandoned"] for name in CLIENTS},
-        BREAKER_RECOVERY,
+        options.rate,
     )
     for name in CLIENTS:
         report["clients"][name]["totals"]["backend_max_in_flight"] = backend[name]["max_in_flight"]
@@ -228,10 +237,14 @@ class _FaultBoard:
 
     Latency and outage go to the two fault proxies at once (synchronously, inside the
     schedule's switch); error bursts and the slow database go to the service's two backends
-    over its control endpoint, from `push_forever` (the latest state wins).
+    over its control endpoint, from `push_forever` (the latest state wins). ``rate``
+    (requests per second per client) turns an `Overload`'s share into a capacity.
     """
 
-    def __init__(self, schedule: chaos.Schedule, admin: _Admin, proxies: list[Any]) -> None:
+    def __init__(
+        self, schedule: chaos.Schedule, admin: _Admin, proxies: list[Any], *, rate: float = 40.0
+    ) -> None:
+        self.rate = rate
         seen: dict[int, DrillFault] = {}
         for _, _, phase in schedule.timeline:
             for fault in phase.faults:
@@ -268,12 +281,17 @@ class _FaultBoard:
                 if isinstance(fault, Latency):
                     proxy.add(chaos.LatencyToxic(fault.seconds, jitter=fault.jitter))
             proxy.enabled = not any(isinstance(fault, Outage) for fault in on)
-        service = ServiceFaults()
+        changes: dict[str, Any] = {}
         for fault in on:
             if isinstance(fault, ErrorBurst):
-                service = ServiceFaults(fault.period, fault.retry_after, service.slow_db)
+                changes |= {"error_period": fault.period, "retry_after": fault.retry_after}
             elif isinstance(fault, SlowDatabase):
-                service = ServiceFaults(service.error_period, service.retry_after, fault.seconds)
+                changes["slow_db"] = fault.seconds
+            elif isinstance(fault, Brownout):
+                changes["brownout"] = fault.rate
+            elif isinstance(fault, Overload):
+                changes["capacity"] = fault.share * self.rate
+        service = ServiceFaults(**changes)
         if service != self.wanted:
             self.wanted = service
             self.wake.set()

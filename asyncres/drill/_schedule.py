@@ -17,7 +17,8 @@ One model and one TOML format for the drill, the benchmarks and users::
     faults = ["outage"]            # or { kind = "outage" }
 
 The drill's kinds: ``latency`` (``seconds``, ``jitter``), ``error_burst`` (``period``,
-``retry_after``), ``outage``, ``slow_db`` (``seconds``). The drill's former format
+``retry_after``), ``brownout`` (``rate``), ``overload`` (``share``), ``outage``, ``slow_db``
+(``seconds``). The drill's former format
 (``[[phase]]`` with ``duration`` and the fault keys in the phase) is still read, with a
 `DeprecationWarning` that shows the same schedule in the new format.
 """
@@ -36,10 +37,12 @@ from ..chaos import Phase, Schedule
 from ._faults import (
     FAULT_KINDS,
     MAKERS,
+    Brownout,
     DrillFault,
     ErrorBurst,
     Latency,
     Outage,
+    Overload,
     SlowDatabase,
 )
 
@@ -47,38 +50,47 @@ __all__ = ["check_schedule", "default_schedule", "load_schedule", "schedule_from
 
 #: The options each fault kind takes in a TOML table (besides ``kind``).
 _OPTIONS: dict[str, frozenset[str]] = {
+    "brownout": frozenset({"rate"}),
     "error_burst": frozenset({"period", "retry_after"}),
     "latency": frozenset({"seconds", "jitter"}),
     "outage": frozenset(),
+    "overload": frozenset({"share"}),
     "slow_db": frozenset({"seconds"}),
 }
 _REQUIRED: dict[str, frozenset[str]] = {
+    "brownout": frozenset(),
     "error_burst": frozenset({"period"}),
     "latency": frozenset({"seconds"}),
     "outage": frozenset(),
+    "overload": frozenset(),
     "slow_db": frozenset({"seconds"}),
 }
 
+#: The default schedule's phases: name, seconds (full, quick), faults.
+_DEFAULT_PHASES: tuple[tuple[str, float, float, tuple[DrillFault, ...]], ...] = (
+    ("steady", 6.0, 2.0, ()),
+    ("latency spike", 6.0, 2.0, (Latency(0.25, jitter=0.1),)),
+    ("error burst", 8.0, 5.0, (ErrorBurst(1.0, retry_after=1),)),
+    ("random brownout", 8.0, 5.0, (Brownout(0.5),)),
+    ("overload brownout", 8.0, 5.0, (Overload(0.5),)),
+    ("hard outage", 8.0, 5.0, (Outage(),)),
+    ("slow database", 8.0, 5.0, (SlowDatabase(1.5),)),
+    ("recovery", 6.0, 5.0, ()),
+)
+
 
 def default_schedule(*, quick: bool = False) -> Schedule:
-    """steady → latency spike → error burst → hard outage → slow database → recovery.
+    """steady → latency spike → error burst → random brownout → overload brownout → hard
+    outage → slow database → recovery.
 
-    48 s of traffic (12 s with ``quick``); the same schedule as ``examples/drill_schedule.toml``.
+    58 s of traffic, the same schedule as ``examples/drill_schedule.toml``; 34 s with
+    ``quick``, whose faulted phases last 5 s so that a phase's first second, where the
+    previous fault still echoes, is a fifth of it and not half.
     """
-    seconds = (1.5, 1.5, 2.5, 2.5, 1.5, 2.5) if quick else (6.0, 8.0, 10.0, 10.0, 8.0, 6.0)
-    faults: tuple[tuple[DrillFault, ...], ...] = (
-        (),
-        (Latency(0.25, jitter=0.1),),
-        (ErrorBurst(1.0, retry_after=1),),
-        (Outage(),),
-        (SlowDatabase(1.5),),
-        (),
-    )
-    names = ("steady", "latency spike", "error burst", "hard outage", "slow database", "recovery")
     return Schedule(
         [
-            Phase(name, seconds=s, faults=f)
-            for name, s, f in zip(names, seconds, faults, strict=True)
+            Phase(name, seconds=quick_seconds if quick else seconds, faults=faults)
+            for name, seconds, quick_seconds, faults in _DEFAULT_PHASES
         ],
         name="drill",
     )

@@ -28,6 +28,8 @@ import anyio
 
 import asyncres
 
+from ._faults import REFUSAL_COST
+
 #: Counters count per 1/TICKS of a second.
 TICKS = 10
 
@@ -37,6 +39,8 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+#: Seconds of capacity an overloaded backend can serve in a burst (`Overload`).
+OVERLOAD_BURST = 0.25
 #: How long the service works on a request that carries no budget header.
 DEFAULT_BUDGET = 30.0
 ITEMS = 1000
@@ -48,12 +52,17 @@ class ServiceFaults:
 
     - ``error_period``: answer 503 with ``Retry-After: retry_after`` during every other
       ``error_period`` seconds since the faults were set (`ErrorBurst`);
-    - ``slow_db``: seconds every database statement takes (`SlowDatabase`).
+    - ``slow_db``: seconds every database statement takes (`SlowDatabase`);
+    - ``brownout``: the share of requests answered 503 without ``Retry-After`` (`Brownout`);
+    - ``capacity``: requests served per second, 0 for no limit (`Overload`): beyond it
+      503 without ``Retry-After``, each refusal costing `REFUSAL_COST` of a request.
     """
 
     error_period: float = 0.0
     retry_after: int = 1
     slow_db: float = 0.0
+    brownout: float = 0.0
+    capacity: float = 0.0
 
 
 @dataclass
@@ -73,6 +82,24 @@ class Backend:
     abandoned: Counter[int] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
+    #: The overload's token bucket: capacity left (in requests) and when it was refilled.
+    tokens: float = 0.0
+    refilled: float = 0.0
+
+    def admit(self, now: float) -> bool:
+        """Whether the capacity left serves one more request now (`ServiceFaults.capacity`)."""
+        capacity = self.faults.capacity
+        if not capacity:
+            return True
+        burst = max(1.0, capacity * OVERLOAD_BURST)
+        self.tokens = min(burst, self.tokens + (now - self.refilled) * capacity)
+        self.refilled = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        # Refusing costs capacity too; the debt is bounded by a second of capacity.
+        self.tokens = max(-capacity, self.tokens - REFUSAL_COST)
+        return False
 
 
 class DrillService:
@@ -120,6 +147,8 @@ class DrillService:
                     backend.started = float(data["started"])
                 backend.faults = ServiceFaults(**data.get("faults", {}))
                 backend.phase_started = now
+                backend.tokens = max(1.0, backend.faults.capacity * OVERLOAD_BURST)
+                backend.refilled = now
             await _reply(send, 200, {"ok": True})
         elif path == "/_drill/stats":
             stats = {
@@ -155,6 +184,12 @@ class DrillService:
                     [(b"retry-after", str(faults.retry_after).encode())],
                 )
                 return
+        if faults.brownout and self.rng.random() < faults.brownout:
+            await _reply(send, 503, {"error": "brownout"})
+            return
+        if not backend.admit(now):
+            await _reply(send, 503, {"error": "overloaded"})
+            return
         budget = _budget(headers.get("request-timeout"))
         item = _item_id(scope["path"])
         try:

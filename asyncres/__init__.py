@@ -1,7 +1,8 @@
 """asyncres: an async-first resilience toolkit on anyio (asyncio and trio).
 
-Deadlines on both sides, retries with jittered backoff and budgets, and (with the rest of
-the core) circuit breakers, bulkheads, hedging and fallbacks, as small composable policies.
+Deadlines on both sides, retries with jittered backoff and adaptive budgets, circuit
+breakers, bulkheads, adaptive concurrency limits, client-side throttling, hedging and
+fallbacks, as small composable policies.
 """
 
 from . import backoff as backoff
@@ -21,12 +22,16 @@ from ._deadline import remaining as remaining
 from ._deadline import timeout as timeout
 from ._exceptions import BulkheadFullError as BulkheadFullError
 from ._exceptions import CircuitOpenError as CircuitOpenError
+from ._exceptions import LimitExceededError as LimitExceededError
 from ._exceptions import RejectedError as RejectedError
 from ._exceptions import ResilienceError as ResilienceError
 from ._exceptions import ThrottledError as ThrottledError
 from ._exceptions import TimeoutExceededError as TimeoutExceededError
 from ._fallback import Fallback as Fallback
 from ._hedge import Hedge as Hedge
+from ._limit import AdaptiveLimit as AdaptiveLimit
+from ._limit import AdaptiveLimitLane as AdaptiveLimitLane
+from ._limit import LimitStatistics as LimitStatistics
 from ._pipeline import Pipeline as Pipeline
 from ._policy import Policy as Policy
 from ._retry import Attempt as Attempt
@@ -75,6 +80,8 @@ def __getattr__(name: str) -> object:
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AdaptiveLimit",
+    "AdaptiveLimitLane",
     "Attempt",
     "Bulkhead",
     "BulkheadFullError",
@@ -87,6 +94,8 @@ __all__ = [
     "DeadlineScope",
     "Fallback",
     "Hedge",
+    "LimitExceededError",
+    "LimitStatistics",
     "Pipeline",
     "Policy",
     "RejectedError",

@@ -30,21 +30,17 @@ thread-safe: use it from one event loop.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-import anyio
-
 from . import _validation
-from ._deadline import AdvisoryExpired, advisory_bound, remaining
 from ._events import CallRejected, Listener, emit
 from ._exceptions import BulkheadFullError
 from ._policy import PolicyFaces
 from ._setting import Setting
-from ._waiters import WaiterQueue
+from ._waiters import WaiterQueue, wait_in_line
 
 __all__ = ["Bulkhead", "BulkheadLane", "BulkheadStatistics"]
 
@@ -236,36 +232,15 @@ class Bulkhead(PolicyFaces):
 
     async def _wait(self, priority: int) -> None:
         """Wait in the queue for a permit (no permit is free), or raise BulkheadFullError."""
-        queue = self._queue
-        full = queue.waiting >= self._max_queued
-        if full:
-            lowest = queue.lowest_priority
-            if lowest is None or priority <= lowest:
-                raise self._reject("queue_full")
-        left = remaining()
-        if left is not None and left <= 0.0:
-            # Its deadline has passed: it would only be cancelled in the queue, and must not
-            # evict a waiter that can still use a permit.
-            raise self._reject("deadline")
-        if full:
-            queue.shed_lowest(self._error("shed"))
-            self._note_rejection("shed")  # after the wake-up: a listener may cancel the victim
-        waiter = queue.enqueue(priority)
-
-        timeout = self._queue_timeout
-        deadline = math.inf if timeout is None else anyio.current_time() + timeout
-        # An advisory deadline (a Pipeline's total timeout on trio) cancels nothing: the
-        # queue must cut itself at it.
-        advisory = advisory_bound() if left is not None else None
-        if advisory is not None and advisory._deadline <= deadline:
-            deadline = advisory._deadline
-        else:
-            advisory = None  # the queue timeout comes first
-        if await queue.wait(waiter, deadline):
-            return
-        if advisory is not None:
-            raise AdvisoryExpired(advisory)
-        raise self._reject("queue_timeout")
+        await wait_in_line(
+            self._queue,
+            priority,
+            max_queued=self._max_queued,
+            queue_timeout=self._queue_timeout,
+            refuse=self._reject,
+            evict=self._error,
+            noted=self._note_rejection,
+        )
 
     def _pass_on(self, _permit: None) -> None:
         """Take back a permit from a waiter that gave up: the next waiter's, or free."""

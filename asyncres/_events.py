@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "FallbackUsed",
     "HedgeLaunched",
+    "LimitChanged",
     "Listener",
     "RetryBudgetExhausted",
     "RetryGaveUp",
@@ -166,8 +167,8 @@ class CallRejected(Event):
     """A call was refused before it ran (`RejectedError`).
 
     ``reason``: ``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"``, ``"throttled"``,
-    ``"shed"`` (evicted by a higher-priority waiter), ``"queue_timeout"``, ``"deadline"``
-    (the caller's deadline had already passed), and for `asyncres.db` pools
+    ``"shed"`` (evicted by a higher-priority waiter), ``"queue_full"``, ``"queue_timeout"``,
+    ``"deadline"`` (the caller's deadline had already passed), and for `asyncres.db` pools
     ``"pool_queue_full"``, ``"pool_acquire_timeout"`` or ``"pool_closed"``.
     """
 
@@ -194,6 +195,18 @@ class ThrottleReleased(Event):
     """A `Throttle`'s reject probability returned to 0: every call passes again."""
 
     __module__ = "asyncres.events"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChanged(Event):
+    """An `AdaptiveLimit` moved its whole-number limit from ``previous`` to ``limit``."""
+
+    __module__ = "asyncres.events"
+
+    level: ClassVar[int] = logging.DEBUG
+
+    limit: int
+    previous: int
 
 
 @dataclass(frozen=True, slots=True)

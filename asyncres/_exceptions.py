@@ -7,6 +7,7 @@ Exception
     │   ├── CircuitOpenError        .retry_after: seconds until a probe is allowed; .reason
     │   ├── BulkheadFullError       .max_concurrent, .max_queued
     │   ├── ThrottledError          .reject_probability
+    │   ├── LimitExceededError      .limit, .max_queued, .reason
     │   └── (asyncres.db) PoolExhaustedError, PoolClosedError
     ├── (asyncres.db) ConnectTimeoutError, CommitOutcomeUnknownError
     └── TimeoutExceededError        also a builtin TimeoutError; .timeout
@@ -22,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "BulkheadFullError",
     "CircuitOpenError",
+    "LimitExceededError",
     "RejectedError",
     "ResilienceError",
     "ThrottledError",
@@ -114,6 +116,32 @@ class ThrottledError(RejectedError):
         return (_rebuild_throttled, (self.name, self.reject_probability))
 
 
+class LimitExceededError(RejectedError):
+    """An `AdaptiveLimit` refused the call: every slot of the current limit is busy and the
+    queue is full (or the waiter was shed, waited too long, or its deadline had passed).
+
+    ``limit`` is the limit at the time, ``reason`` the rejection reason (the same string as
+    on the `CallRejected` event).
+    """
+
+    __module__ = "asyncres"
+
+    def __init__(
+        self, name: str | None = None, *, limit: int, max_queued: int, reason: str = "queue_full"
+    ) -> None:
+        self.name = name
+        self.limit = limit
+        self.max_queued = max_queued
+        self.reason = reason
+        label = f"limit {name!r}" if name else "adaptive limit"
+        super().__init__(
+            f"{label} rejected the call ({reason}): limit={limit}, max_queued={max_queued}"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_limit_exceeded, (self.name, self.limit, self.max_queued, self.reason))
+
+
 class TimeoutExceededError(ResilienceError, TimeoutError):
     """An asyncres deadline expired. Raised only by the scope whose own deadline fired.
 
@@ -150,3 +178,9 @@ def _rebuild_bulkhead_full(
 
 def _rebuild_throttled(name: str | None, reject_probability: float) -> ThrottledError:
     return ThrottledError(name, reject_probability=reject_probability)
+
+
+def _rebuild_limit_exceeded(
+    name: str | None, limit: int, max_queued: int, reason: str
+) -> LimitExceededError:
+    return LimitExceededError(name, limit=limit, max_queued=max_queued, reason=reason)

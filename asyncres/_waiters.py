@@ -29,10 +29,10 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from ._deadline import DeadlineScope
+from ._deadline import AdvisoryExpired, DeadlineScope, advisory_bound, remaining
 from ._exceptions import TimeoutExceededError
 
-__all__ = ["GRANTED", "QUEUED", "REJECTED", "Waiter", "WaiterQueue"]
+__all__ = ["GRANTED", "QUEUED", "REJECTED", "Waiter", "WaiterQueue", "wait_in_line"]
 
 T = TypeVar("T")
 
@@ -207,3 +207,49 @@ class WaiterQueue(Generic[T]):
             del self._lanes[priority]
             self._priorities.remove(priority)
         self.waiting -= 1
+
+
+async def wait_in_line(
+    queue: WaiterQueue[None],
+    priority: int,
+    *,
+    max_queued: int,
+    queue_timeout: float | None,
+    refuse: Callable[[str], BaseException],
+    evict: Callable[[str], BaseException],
+    noted: Callable[[str], None],
+) -> None:
+    """Queue for a slot under the bounded-queue rules shared by `Bulkhead` and `AdaptiveLimit`.
+
+    Returns once a slot was handed over. Otherwise raises ``refuse(reason)`` (the owner
+    counts it): ``"queue_full"`` (full, and not outranking the lowest waiter), ``"deadline"``
+    (the caller's deadline has already passed: it must not evict a waiter that can still
+    use a slot) or ``"queue_timeout"``. A full queue that the caller outranks sheds its
+    lowest-priority newest waiter with ``evict("shed")``, then ``noted("shed")`` runs (after
+    the wake-up, so a listener may cancel the victim).
+    """
+    full = queue.waiting >= max_queued
+    if full:
+        lowest = queue.lowest_priority
+        if lowest is None or priority <= lowest:
+            raise refuse("queue_full")
+    left = remaining()
+    if left is not None and left <= 0.0:
+        raise refuse("deadline")
+    if full:
+        queue.shed_lowest(evict("shed"))
+        noted("shed")
+    waiter = queue.enqueue(priority)
+    deadline = math.inf if queue_timeout is None else anyio.current_time() + queue_timeout
+    # An advisory deadline (a Pipeline's total timeout on trio) cancels nothing: the queue
+    # must cut itself at it.
+    advisory = advisory_bound() if left is not None else None
+    if advisory is not None and advisory._deadline <= deadline:
+        deadline = advisory._deadline
+    else:
+        advisory = None  # the queue timeout comes first
+    if await queue.wait(waiter, deadline):
+        return
+    if advisory is not None:
+        raise AdvisoryExpired(advisory)
+    raise refuse("queue_timeout")

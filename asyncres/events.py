@@ -27,6 +27,7 @@ from ._events import CircuitOpened as CircuitOpened
 from ._events import Event as Event
 from ._events import FallbackUsed as FallbackUsed
 from ._events import HedgeLaunched as HedgeLaunched
+from ._events import LimitChanged as LimitChanged
 from ._events import Listener as Listener
 from ._events import RetryBudgetExhausted as RetryBudgetExhausted
 from ._events import RetryGaveUp as RetryGaveUp
@@ -47,6 +48,7 @@ __all__ = [
     "Event",
     "FallbackUsed",
     "HedgeLaunched",
+    "LimitChanged",
     "Listener",
     "RetryBudgetExhausted",
     "RetryGaveUp",

@@ -88,6 +88,18 @@ async def asyncres_throttle_call(n: int) -> None:
         await call(ok)
 
 
+async def asyncres_limit_call(n: int) -> None:
+    call = asyncres.AdaptiveLimit().call
+    for _ in range(n):
+        await call(ok)
+
+
+async def asyncres_limit_aimd_call(n: int) -> None:
+    call = asyncres.AdaptiveLimit("aimd").call
+    for _ in range(n):
+        await call(ok)
+
+
 async def asyncres_breaker_call(n: int) -> None:
     call = asyncres.CircuitBreaker().call
     for _ in range(n):
@@ -304,6 +316,8 @@ def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
         ("asyncres Bulkhead `async with`", asyncres_bulkhead_with, both),
         ("asyncres Bulkhead.call", asyncres_bulkhead_call, both),
         ("asyncres Throttle.call (success)", asyncres_throttle_call, both),
+        ("asyncres AdaptiveLimit.call (gradient2)", asyncres_limit_call, both),
+        ("asyncres AdaptiveLimit.call (aimd)", asyncres_limit_aimd_call, both),
         ("asyncio.Semaphore `async with`", asyncio_semaphore, ("asyncio",)),
         ("anyio.CapacityLimiter `async with`", anyio_capacity_limiter, both),
     ]
@@ -397,6 +411,8 @@ RETRY_TARGETS = [
     ),
     ("5-layer Pipeline ÷ tenacity", "asyncres canonical 5-layer Pipeline.call", TENACITY, 0.5),
     ("Throttle.call ÷ bare", "asyncres Throttle.call (success)", None, 5.0),
+    ("AdaptiveLimit.call ÷ bare (gradient2)", "asyncres AdaptiveLimit.call (gradient2)", None, 5.0),
+    ("AdaptiveLimit.call ÷ bare (aimd)", "asyncres AdaptiveLimit.call (aimd)", None, 5.0),
 ]
 
 

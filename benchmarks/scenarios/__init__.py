@@ -10,6 +10,7 @@ command writes them all to ``benchmarks/results/scenarios.md``.
 3. Brownout: success and amplification while 20 % / 50 % of calls fail.
 4. Slow dependency with a fixed-size pool: goodput, p99, fast vs slow failures.
 5. Recovery: time to 99 % success after an outage, for circuit breakers.
+6. Overload brownout: goodput and load when capacity drops to half the offered rate.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def _five(smoke: bool, seed: int | None, workers: int) -> ScenarioResult:
     return recovery.run(smoke=smoke, workers=workers, **_seed(seed))
 
 
+def _six(smoke: bool, seed: int | None, workers: int) -> ScenarioResult:
+    from . import amplification
+
+    return amplification.run_overload(smoke=smoke, workers=workers, **_seed(seed))
+
+
 def _seed(seed: int | None) -> dict[str, Any]:
     return {} if seed is None else {"seed": seed}
 
@@ -62,11 +69,12 @@ SCENARIOS: dict[int, Callable[[bool, int | None, int], ScenarioResult]] = {
     3: _three,
     4: _four,
     5: _five,
+    6: _six,
 }
 
 
 def run_scenario(
     number: int, *, smoke: bool = False, seed: int | None = None, workers: int = 1
 ) -> ScenarioResult:
-    """Run scenario ``number`` (1..5); ``smoke`` shrinks it to a few seconds."""
+    """Run scenario ``number`` (1..6); ``smoke`` shrinks it to a few seconds."""
     return SCENARIOS[number](smoke, seed, workers)

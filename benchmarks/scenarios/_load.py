@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 
+from asyncres._policy import PolicyFaces
 from asyncres.chaos import InjectError, InjectLatency, Schedule
 
 from ._common import derive_seed, open_loop, percentile, poisson_arrivals
@@ -59,6 +60,7 @@ class Dependency:
         self.schedule = Schedule([(start, end, faults)])
         self.attempts = [0] * requests
         self.attempt_times: list[float] = []
+        self.served_times: list[float] = []
         self._latency = random.Random(derive_seed(seed, "latency"))
         self._origin = 0.0
 
@@ -73,6 +75,7 @@ class Dependency:
         return await self.schedule.call(self._serve)
 
     async def _serve(self) -> str:
+        self.served_times.append(anyio.current_time() - self._origin)
         await anyio.sleep(abs(self._latency.gauss(HEALTHY_LATENCY, HEALTHY_SD)))
         return "ok"
 
@@ -85,6 +88,41 @@ def outage_faults(seed: int) -> list[Any]:
 def brownout_faults(rate: float, seed: int) -> list[Any]:
     """A brownout: a fraction ``rate`` of the calls get a 503 at once."""
     return [InjectError(ServiceUnavailable, rate=rate, seed=derive_seed(seed, "503"))]
+
+
+class Overload(PolicyFaces):
+    """An overload brownout: the dependency serves at most ``capacity`` calls a second.
+
+    A token bucket (burst: a quarter second of capacity); beyond it a call gets a 503 at
+    once, and each refusal still costs ``refusal_cost`` of a call (parsing, routing, the
+    connection): extra attempts eat the capacity the first attempts need. A policy for an
+    `asyncres.chaos.Schedule` phase: the schedule calls it only during the fault.
+    """
+
+    def __init__(self, capacity: float, refusal_cost: float = 0.2) -> None:
+        self.capacity = capacity
+        self.refusal_cost = refusal_cost
+        self._tokens = capacity * 0.25
+        self._refilled: float | None = None
+
+    async def call(self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> Any:
+        now = anyio.current_time()
+        burst = self.capacity * 0.25
+        if self._refilled is None:
+            self._tokens = burst
+        else:
+            self._tokens = min(burst, self._tokens + (now - self._refilled) * self.capacity)
+        self._refilled = now
+        if self._tokens < 1.0:
+            self._tokens -= self.refusal_cost
+            raise ServiceUnavailable("overloaded")
+        self._tokens -= 1.0
+        return await fn(*args, **kwargs)
+
+
+def overload_faults(capacity: float, seed: int) -> list[Any]:
+    """An overload brownout at ``capacity`` calls a second (no randomness: ``seed`` unused)."""
+    return [Overload(capacity)]
 
 
 # -- HTTP: the same dependency behind an httpx transport ----------------------------------
@@ -129,6 +167,8 @@ class Outcome:
     successes: int
     durations: list[float] = field(default_factory=list)
     attempts_per_second: float = 0.0
+    #: Calls the dependency served per second during the fault window.
+    served_per_second: float = 0.0
 
     @property
     def amplification(self) -> float:
@@ -194,10 +234,12 @@ async def run_contender(
     start, end = timeline.fault_window
     chosen = [i for i, at in enumerate(arrivals) if start <= at < end]
     in_window = sum(1 for t in dependency.attempt_times if start <= t < end)
+    served = sum(1 for t in dependency.served_times if start <= t < end)
     return Outcome(
         requests=len(chosen),
         attempts=sum(dependency.attempts[i] for i in chosen),
         successes=sum(ok[i] for i in chosen),
         durations=[durations[i] for i in chosen],
         attempts_per_second=in_window / (end - start),
+        served_per_second=served / (end - start),
     )

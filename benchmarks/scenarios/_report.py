@@ -151,8 +151,11 @@ def _summary(results: list[ScenarioResult]) -> list[str]:
         )
     if 3 in found:
         rate = found[3].data["rate"]
-        allowed = amplification._failed_allowed(asyncres.RetryBudget(), rate)
         for fraction, main in found[3].data["results"].items():
+            # The adaptive budget's allowance when retries succeed as often as attempts do.
+            allowed = amplification._failed_allowed(
+                asyncres.RetryBudget(), rate, retry_success=1 - fraction
+            )
             ours = main[ASYNCRES_DEFAULTS]
             best = amplification.best_peer(main)
             if best is None:
@@ -222,6 +225,27 @@ def _summary(results: list[ScenarioResult]) -> list[str]:
             rows.append(
                 f"| 5. Recovery, time to 99 % (same settings) | {ours5:.1f} s | {best} "
                 f"{peers[best]:.1f} s | {recovery.verdict(ours5, peers[best])} |"
+            )
+    if 6 in found:
+        main = found[6].data["main"]
+        rate = found[6].data["rate"]
+        verdict, best = amplification.overload_verdict(main, rate)
+        ours = main.get(ASYNCRES_DEFAULTS)
+        if ours is not None and best is not None:
+            theirs = main[best]
+            ours_load = amplification.times(ours.attempts_per_second / rate)
+            rows.append(
+                f"| 6. Overload brownout (capacity 50 %), goodput (load) | "
+                f"{pct(ours.served_per_second / rate)} ({ours_load}) "
+                f"| {best}: {pct(theirs.served_per_second / rate)} "
+                f"({amplification.times(theirs.attempts_per_second / rate)}) | "
+                + (
+                    f"target met (goodput ≥ best peer at ≤ {amplification.OVERLOAD_LOAD_TARGET} ×)"
+                    if verdict == "meets"
+                    else f"**target missed** (goodput ≥ best peer at ≤ "
+                    f"{amplification.OVERLOAD_LOAD_TARGET} ×)"
+                )
+                + " |"
             )
     if not rows:
         return []
@@ -339,12 +363,14 @@ def _closing_note(results: list[ScenarioResult]) -> list[str]:
     losses: list[str] = []
     if 3 in found:
         rate = found[3].data["rate"]
-        allowed = amplification._failed_allowed(asyncres.RetryBudget(), rate)
         outage_tuned = None
         if 2 in found:
             tuned2 = found[2].data["main"].get(ASYNCRES_TUNED)
             outage_tuned = tuned2.amplification if tuned2 is not None else None
         for fraction, main in found[3].data["results"].items():
+            allowed = amplification._failed_allowed(
+                asyncres.RetryBudget(), rate, retry_success=1 - fraction
+            )
             ours = main[ASYNCRES_DEFAULTS]
             best = amplification.best_peer(main)
             if best is None or amplification.compare(ours, main[best]) != "**loses to**":
@@ -438,7 +464,12 @@ def _closing_note(results: list[ScenarioResult]) -> list[str]:
         ours_r = reached.get("asyncres")
         others = [v for k, v in reached.items() if k != "asyncres"]
         default = asyncres.CircuitBreaker()
-        if ours_r is not None and others and ours_r > 2 * max(others):
+        if (
+            ours_r is not None
+            and others
+            and ours_r > 2 * max(others)
+            and default.failure_threshold is None
+        ):
             suggestions.append(
                 "**Core `CircuitBreaker` defaults trip slowly in a hard outage** (scenario 5): "
                 f"a failure rate over a {default.window:g} s window "

@@ -17,8 +17,9 @@ from ._load import Contender, TransientError
 
 
 def asyncres_defaults(dependency: Any) -> Any:
-    # Defaults: 3 attempts, FullJitter(base=0.1, cap=10), a RetryBudget of its own
-    # (failed retries up to 20 % of requests, at least 10/s, over 10 s; a retry that
+    # Defaults: 3 attempts, FullJitter(base=0.1, cap=10), an adaptive RetryBudget of its
+    # own (failed retries up to 10-100 % of requests over 10 s, with the share of retries
+    # that succeed; the floor for 1 s after an overload signal; at least 2/s; a retry that
     # succeeds is refunded), shared by every call.
     retry = asyncres.Retry(on=TransientError)
     return retry(dependency.call)
@@ -26,8 +27,9 @@ def asyncres_defaults(dependency: Any) -> Any:
 
 def asyncres_httpx_defaults(transport: Any) -> Any:
     # asyncres.httpx.standard_policy(): total 30 s, 3 attempts, FullJitter(0.5, 10),
-    # a RetryBudget, a CircuitBreaker (opens on 50 % of >= 20 calls in 30 s, or on 10
-    # failures in a row; 5 s open) and a Bulkhead per host, attempt timeout 10 s.
+    # the adaptive RetryBudget, a CircuitBreaker for hard outages (20 failures in a row or
+    # 90 % of >= 20 calls in 10 s; probes after 0.25 s, 0.5 s, then every 1 s) and a
+    # Bulkhead per host, attempt timeout 10 s.
     import httpx
 
     import asyncres.httpx

@@ -1,4 +1,5 @@
-"""Scenarios 2 and 3: what retries do to a dependency that is down, or browning out.
+"""Scenarios 2, 3 and 6: what retries do to a dependency that is down, browning out at
+random, or overloaded (its capacity below the offered load).
 
 An open-loop load (Poisson arrivals, the same arrival times for every contender) calls a
 simulated dependency whose faults come from an `asyncres.chaos.Schedule`: healthy, then
@@ -29,7 +30,15 @@ from ._common import (
     seconds_or_ms,
     source_of,
 )
-from ._load import Contender, Outcome, Timeline, brownout_faults, outage_faults, run_contender
+from ._load import (
+    Contender,
+    Outcome,
+    Timeline,
+    brownout_faults,
+    outage_faults,
+    overload_faults,
+    run_contender,
+)
 from ._retriers import (
     ADAPTER,
     ASYNCRES_DEFAULTS,
@@ -420,6 +429,131 @@ def run_brownout(*, smoke: bool = False, seed: int = 3, workers: int = 1) -> Sce
         smoke=smoke,
         seed=seed,
     )
+
+
+#: Scenario 6: the dependency's capacity as a share of the offered rate, and the target.
+OVERLOAD_SHARE = 0.5
+OVERLOAD_LOAD_TARGET = 1.3
+
+
+def _overload(capacity: float, seed: int) -> list[Any]:
+    return overload_faults(capacity, seed)
+
+
+def run_overload(*, smoke: bool = False, seed: int = 6, workers: int = 1) -> ScenarioResult:
+    started = time.perf_counter()
+    timeline = _timeline(smoke)
+    rate = 20.0 if smoke else RATE
+    capacity = OVERLOAD_SHARE * rate
+    contenders = _ordered(_retriers.contenders(trio_row=False))
+    faults = functools.partial(_overload, capacity)
+    jobs = [(_job, (c, timeline, rate, faults, derive_seed(seed, "overload"))) for c in contenders]
+    outcomes = parallel(jobs, workers)
+    main = dict(zip([c.name for c in contenders], outcomes, strict=True))
+    order = [c.name for c in _retriers.contenders(trio_row=False)]
+    table = Table(
+        f"capacity {capacity:.0f} calls/s for {timeline.fault:.0f} s, "
+        f"{rate:.0f} requests/s offered",
+        [
+            "contender",
+            "goodput (served during the fault ÷ offered)",
+            "load on the dependency",
+            "requests that succeeded eventually",
+            "p99 time to outcome",
+        ],
+        [
+            [
+                name,
+                pct(main[name].served_per_second / rate),
+                times(main[name].attempts_per_second / rate),
+                pct(main[name].success_rate),
+                seconds_or_ms(main[name].p99),
+            ]
+            for name in order
+            if name in main
+        ],
+    )
+    return ScenarioResult(
+        number=6,
+        title="Overload brownout",
+        question=(
+            f"When the dependency can serve only {pct(OVERLOAD_SHARE, 0)} of the offered "
+            "load, and every refused attempt still costs it a fifth of a call, who gets the "
+            "most requests served, at what load?"
+        ),
+        clock=ASYNCIO_CLOCK,
+        setup=[
+            "Scenario 2's harness and contenders; during the fault the dependency is a token "
+            f"bucket of {capacity:.0f} calls/s (a quarter second of burst): beyond it a 503 "
+            "without `Retry-After`, at once, and each refusal costs 0.2 of a call — retries "
+            "eat the capacity the first attempts need (the retry storm).",
+            "*Goodput*: calls the dependency served per second during the fault ÷ the "
+            "offered rate (at most "
+            f"{pct(OVERLOAD_SHARE, 0)}). *Load on the dependency*: attempts it received per "
+            "second during the fault ÷ the offered rate. *Succeeded eventually*: requests "
+            "offered during the fault that succeeded, even after it (a client patient enough "
+            "to outwait the fault scores here without serving anyone during it). Target for "
+            f"asyncres's defaults: goodput ≥ the best peer's at ≤ {OVERLOAD_LOAD_TARGET} × "
+            "the offered load.",
+        ],
+        configs=[],
+        tables=[table],
+        reading=_overload_reading(main, rate),
+        data={"main": main, "rate": rate, "capacity": capacity},
+        seconds=time.perf_counter() - started,
+        smoke=smoke,
+        seed=seed,
+    )
+
+
+def best_goodput_peer(main: dict[str, Outcome]) -> str | None:
+    peers = [n for n in main if is_peer(n)]
+    return max(peers, key=lambda n: main[n].served_per_second) if peers else None
+
+
+def overload_verdict(
+    main: dict[str, Outcome], rate: float, contender: str = ASYNCRES_DEFAULTS
+) -> tuple[str, str | None]:
+    """('meets' or 'misses', best peer) for the overload target."""
+    ours = main.get(contender)
+    best = best_goodput_peer(main)
+    if ours is None or best is None:
+        return "—", best
+    load = ours.attempts_per_second / rate
+    met = ours.served_per_second >= 0.99 * main[best].served_per_second
+    return ("meets" if met and load <= OVERLOAD_LOAD_TARGET else "misses"), best
+
+
+def _overload_reading(main: dict[str, Outcome], rate: float) -> list[str]:
+    verdict, best = overload_verdict(main, rate)
+    ours = main.get(ASYNCRES_DEFAULTS)
+    if ours is None or best is None:
+        return []
+    theirs = main[best]
+    lines = [
+        f"asyncres defaults: goodput {pct(ours.served_per_second / rate)} at "
+        f"{times(ours.attempts_per_second / rate)} the offered load; the best peer, {best}: "
+        f"{pct(theirs.served_per_second / rate)} at "
+        f"{times(theirs.attempts_per_second / rate)}. Target (goodput ≥ the best peer's, "
+        f"within 1 %, at ≤ {OVERLOAD_LOAD_TARGET} ×): "
+        + ("**met**." if verdict == "meets" else "**missed**."),
+    ]
+    adapter = main.get(ADAPTER)
+    if adapter is not None:
+        adapter_verdict, _ = overload_verdict(main, rate, ADAPTER)
+        lines.append(
+            f"The httpx adapter's defaults: goodput {pct(adapter.served_per_second / rate)} at "
+            f"{times(adapter.attempts_per_second / rate)}: target "
+            + ("met." if adapter_verdict == "meets" else "**missed**.")
+        )
+    baseline = main.get(BASELINE)
+    if baseline is not None:
+        lines.append(
+            f"No retry at all serves {pct(baseline.served_per_second / rate)}: in an overload "
+            "every retry costs capacity, so the best a retrying client can do is to stay "
+            "near that while still riding out the random failures of scenario 3."
+        )
+    return lines
 
 
 def best_peer(main: dict[str, Outcome]) -> str | None:

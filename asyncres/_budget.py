@@ -63,7 +63,7 @@ class RetryBudget:
 
     **Adaptive ratio (the default).** Without ``ratio``, the ratio follows what retries
     achieve: ``min_ratio + (max_ratio - min_ratio) * s``, where ``s`` is the share of the
-    window's retries that succeeded — and ``min_ratio`` whenever the dependency showed an
+    window's retries that succeeded (or of the last two slices', when higher) — and ``min_ratio`` whenever the dependency showed an
     overload signal in the last tenth of the window (`signal_overload`: `Retry` sends it
     for an error with a ``retry_after`` hint, i.e. a 429/503 with ``Retry-After``, and for
     a `RejectedError`, i.e. local shedding). Random failures with capacity to spare
@@ -235,8 +235,17 @@ class RetryBudget:
         low = self._min_ratio
         if self._max_ratio == low or not self._retry_total or self._overloaded():
             return low
-        share = min(1.0, self._refund_total / self._retry_total)
-        return low + (self._max_ratio - low) * share
+        share = self._refund_total / self._retry_total
+        # The better of the window and its last two slices: failures that ended (a slow
+        # database that recovered) stop holding the ratio down within two slices, as the
+        # Throttle lets go. In an outage no retry succeeds in either, so the bound holds.
+        slice_ = self._slice
+        if slice_ is not None and share < 1.0:
+            now, before = slice_ % _SLICES, (slice_ - 1) % _SLICES
+            recent = self._retries[now] + self._retries[before]
+            if recent:
+                share = max(share, (self._refunds[now] + self._refunds[before]) / recent)
+        return low + (self._max_ratio - low) * min(1.0, share)
 
     def _available(self) -> float:
         self._advance()

@@ -370,3 +370,33 @@ def test_adaptive_ratio_follows_the_retry_success_rate_and_overload() -> None:
     assert budget.statistics().ratio == 0.1
     assert not budget.statistics().overloaded
     assert budget.statistics().retry_success_rate is None
+
+
+def test_the_ratio_follows_retries_that_succeed_again_within_two_slices() -> None:
+    """Failures that ended stop holding the ratio down within two slices (2 s), not a ttl.
+
+    The drill's recovery after a slow database: eight seconds of failed retries, then the
+    dependency serves again; the window's share still says "retries fail" for 8 s more,
+    the last two slices say they succeed.
+    """
+    clock = FakeClock()
+    budget = asyncres.RetryBudget(min_per_second=0.0, clock=clock)
+    for second in range(8):  # 40 requests/s, every retry fails
+        clock.now = float(second)
+        for _ in range(40):
+            budget.deposit()
+        for _ in range(4):
+            budget.try_withdraw()
+    assert budget.statistics().ratio == pytest.approx(0.1)
+    for second in (8, 9):  # the dependency is back: retries succeed
+        clock.now = float(second)
+        for _ in range(40):
+            budget.deposit()
+        for _ in range(4):
+            assert budget.try_withdraw()
+            budget.refund()
+    stats = budget.statistics()
+    assert stats.retry_success_rate == pytest.approx(8 / 40)  # the window: mostly failures
+    assert stats.ratio == pytest.approx(1.0)  # the last two slices: all succeed
+    clock.now = 11.0  # two slices without retries: the window's share decides again
+    assert budget.statistics().ratio < 1.0

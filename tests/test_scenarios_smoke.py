@@ -24,7 +24,7 @@ def results() -> dict[int, Any]:
 
 def test_every_scenario_returns_tables_and_a_reading(results: dict[int, Any]) -> None:
     """Each scenario yields its number, a clock, non-empty tables and a reading."""
-    assert sorted(results) == [1, 2, 3, 4, 5]
+    assert sorted(results) == [1, 2, 3, 4, 5, 6]
     for number, result in results.items():
         assert result.number == number
         assert result.clock
@@ -134,7 +134,7 @@ def test_rendered_results_are_computed_not_prototypes(results: dict[int, Any]) -
     assert "prototype" not in text.lower()
     assert "proposed fix" not in text.lower()
     summary = text.split("## Summary", 1)[1].split("## 1.", 1)[0]
-    assert summary.count("\n| ") == 2 + 6  # header, rule, and one row per scenario (3 twice)
+    assert summary.count("\n| ") == 2 + 7  # header, rule, and one row per scenario (3 twice)
     assert "**Where asyncres still loses, in this run.**" in text
     # Earlier runs are compared only with full runs on their seeds.
     assert "What the scenarios changed in the library" not in text
@@ -159,3 +159,20 @@ def test_brownout_has_the_tuned_budget_row(results: dict[int, Any]) -> None:
 
     for main in results[3].data["results"].values():
         assert {ASYNCRES_DEFAULTS, ASYNCRES_TUNED} <= set(main)
+
+
+def test_overload_scenario_measures_goodput_during_the_fault(results: dict[int, Any]) -> None:
+    """Scenario 6: served calls during the fault never exceed the capacity; retry storms
+    (many attempts) serve less than the capacity allows, and asyncres adds the least load."""
+    data = results[6].data
+    rate, capacity, main = data["rate"], data["capacity"], data["main"]
+    assert capacity == 0.5 * rate
+    for name, outcome in main.items():
+        # A quarter second of burst at the start is all a bucket may add to its capacity.
+        assert outcome.served_per_second <= capacity * 1.1, name
+    from benchmarks.scenarios._retriers import ASYNCRES_DEFAULTS, is_peer
+
+    ours = main[ASYNCRES_DEFAULTS].attempts_per_second
+    peers = [o.attempts_per_second for n, o in main.items() if is_peer(n)]
+    assert peers
+    assert all(ours < theirs for theirs in peers)

@@ -63,8 +63,9 @@ class RetryBudget:
 
     **Adaptive ratio (the default).** Without ``ratio``, the ratio follows what retries
     achieve: ``min_ratio + (max_ratio - min_ratio) * s``, where ``s`` is the share of the
-    window's retries that succeeded (or of the last two slices', when higher) — and ``min_ratio`` whenever the dependency showed an
-    overload signal in the last tenth of the window (`signal_overload`: `Retry` sends it
+    window's retries that succeeded (or of the last two slices', when higher) — and
+    ``min_ratio`` whenever the dependency showed an overload signal in the last tenth of
+    the window (`signal_overload`: `Retry` sends it
     for an error with a ``retry_after`` hint, i.e. a 429/503 with ``Retry-After``, and for
     a `RejectedError`, i.e. local shedding). Random failures with capacity to spare
     (retries succeed about as often as first attempts) earn more retries; a total outage

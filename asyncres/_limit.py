@@ -291,7 +291,30 @@ class AdaptiveLimit(PolicyFaces):
                     self._in_flight -= 1
                 return result
             self._countdown = _LIGHT_EVERY
-        return await self._timed(fn, in_flight, *args, **kwargs)
+        # `_timed` inlined: under load every call takes this path.
+        clock = self._clock or self._resolve()
+        start = clock()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._finish_error(exc, start, in_flight)
+            raise
+        rtt = clock() - start
+        if self._queue.waiting and self._in_flight <= self._permits:
+            self._queue.hand_off(None)
+        else:
+            self._in_flight -= 1
+        if self._gradient:  # `_sample` inlined for a success
+            seen = self._window_seen + 1
+            self._window_seen = seen
+            self._window_sum += rtt
+            if in_flight > self._window_in_flight:
+                self._window_in_flight = in_flight
+            if seen >= self._window_samples:
+                self._close_window()
+        else:
+            self._sample_aimd(rtt, in_flight, False)
+        return result
 
     async def __aenter__(self) -> None:
         await self._enter(0)

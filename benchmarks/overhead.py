@@ -100,6 +100,13 @@ async def asyncres_limit_aimd_call(n: int) -> None:
         await call(ok)
 
 
+async def asyncres_limit_timed_call(n: int) -> None:
+    # A limit of 1: every call uses the whole limit, so every call is timed (a sample).
+    call = asyncres.AdaptiveLimit(initial_limit=1, max_limit=1).call
+    for _ in range(n):
+        await call(ok)
+
+
 async def asyncres_breaker_call(n: int) -> None:
     call = asyncres.CircuitBreaker().call
     for _ in range(n):
@@ -318,6 +325,7 @@ def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
         ("asyncres Throttle.call (success)", asyncres_throttle_call, both),
         ("asyncres AdaptiveLimit.call (gradient2)", asyncres_limit_call, both),
         ("asyncres AdaptiveLimit.call (aimd)", asyncres_limit_aimd_call, both),
+        ("asyncres AdaptiveLimit.call (every call timed)", asyncres_limit_timed_call, both),
         ("asyncio.Semaphore `async with`", asyncio_semaphore, ("asyncio",)),
         ("anyio.CapacityLimiter `async with`", anyio_capacity_limiter, both),
     ]

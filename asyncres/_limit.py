@@ -273,37 +273,29 @@ class AdaptiveLimit(PolicyFaces):
         else:
             await self._wait(0)
         in_flight = self._in_flight
-        if in_flight * 2 < self._permits:
-            # Light load: the limit is not what bounds the calls, so only one call in
-            # `_LIGHT_EVERY` is timed (enough for the RTT baseline); the others skip the
-            # two clock reads.
-            countdown = self._countdown - 1
-            if countdown:
-                self._countdown = countdown
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    self._finish_error(exc, None, in_flight)
-                    raise
-                if self._queue.waiting and self._in_flight <= self._permits:
-                    self._queue.hand_off(None)
-                else:
-                    self._in_flight -= 1
-                return result
+        # Under light load (fewer than half the limit in use) the limit is not what bounds
+        # the calls, so only one call in `_LIGHT_EVERY` is timed, enough for the RTT
+        # baseline; the others skip the two clock reads. Under load every call is timed.
+        clock: Clock | None = None
+        start = 0.0
+        if in_flight * 2 >= self._permits or self._countdown == 1:
             self._countdown = _LIGHT_EVERY
-        # `_timed` inlined: under load every call takes this path.
-        clock = self._clock or self._resolve()
-        start = clock()
+            clock = self._clock or self._resolve()
+            start = clock()
+        else:
+            self._countdown -= 1
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._finish_error(exc, start, in_flight)
+            self._finish_error(exc, None if clock is None else start, in_flight)
             raise
-        rtt = clock() - start
-        if self._queue.waiting and self._in_flight <= self._permits:
+        rtt = 0.0 if clock is None else clock() - start
+        if self._queue.waiting and self._in_flight <= self._permits:  # `_release` inlined
             self._queue.hand_off(None)
         else:
             self._in_flight -= 1
+        if clock is None:
+            return result
         if self._gradient:  # `_sample` inlined for a success
             seen = self._window_seen + 1
             self._window_seen = seen

@@ -86,7 +86,7 @@ def test_default_schedules_fit_the_time_limits() -> None:
     ]
     assert [phase.name for _, _, phase in quick.timeline] == names
     assert full.duration == 58.0
-    assert quick.duration == 34.0
+    assert quick.duration == 33.0
     assert full.duration + 8.0 <= 70.0
     assert quick.duration + 2.0 <= 40.0
     assert full.timeline[2][:2] == (12.0, 20.0)
@@ -405,7 +405,7 @@ ORIGIN = [0.0]
 @pytest.mark.anyio
 async def test_schedule_applies_each_phase_to_both_backends_identically() -> None:
     """Running the schedule switches its faults; both proxies and both backends follow."""
-    schedule = default_schedule(quick=True)  # 2, 2, then 5 s each
+    schedule = default_schedule(quick=True)  # 2, 2, 4, then 5 s each
     proxies, admin = [FakeProxy(), FakeProxy()], FakeAdmin()
     seen: list[tuple[str, list[tuple[float, float]], bool]] = []
     done = anyio.Event()
@@ -437,11 +437,11 @@ async def test_schedule_applies_each_phase_to_both_backends_identically() -> Non
     ]
     assert [(round(t, 2), faults) for t, faults in admin.sent] == [
         (4.01, ServiceFaults(error_period=1.0, retry_after=1)),
-        (9.01, ServiceFaults(brownout=0.5)),
-        (14.01, ServiceFaults(capacity=20.0)),  # half the default 40 requests/s
-        (19.01, ServiceFaults()),
-        (24.01, ServiceFaults(slow_db=1.5)),
-        (29.01, ServiceFaults()),
+        (8.01, ServiceFaults(brownout=0.5)),
+        (13.01, ServiceFaults(capacity=20.0)),  # half the default 40 requests/s
+        (18.01, ServiceFaults()),
+        (23.01, ServiceFaults(slow_db=1.5)),
+        (28.01, ServiceFaults()),
     ]
     assert all(not fault.enabled for fault in board.faults)
     assert all(p.enabled and not p.toxics for p in proxies)
@@ -457,7 +457,7 @@ def test_quick_drill_end_to_end(tmp_path: Path) -> None:
     """
     result, elapsed = run_cli("drill", "--quick", "--no-live", "--output", str(tmp_path))
     assert result.returncode in (0, 3), result.stdout + result.stderr
-    assert elapsed < 50.0  # 34 s of drill, plus interpreter and server start-up
+    assert elapsed < 50.0  # 33 s of drill, plus interpreter and server start-up
     assert str(tmp_path.resolve()) in result.stdout
 
     report = json.loads((tmp_path / "report.json").read_text())

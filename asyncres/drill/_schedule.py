@@ -70,7 +70,9 @@ _REQUIRED: dict[str, frozenset[str]] = {
 _DEFAULT_PHASES: tuple[tuple[str, float, float, tuple[DrillFault, ...]], ...] = (
     ("steady", 6.0, 2.0, ()),
     ("latency spike", 6.0, 2.0, (Latency(0.25, jitter=0.1),)),
-    ("error burst", 8.0, 5.0, (ErrorBurst(1.0, retry_after=1),)),
+    # Whole cycles of the burst (1 s of 503s, 1 s of service), so that it ends on a good
+    # second: a burst cut in its error second would push its retries into the next phase.
+    ("error burst", 8.0, 4.0, (ErrorBurst(1.0, retry_after=1),)),
     ("random brownout", 8.0, 5.0, (Brownout(0.5),)),
     ("overload brownout", 8.0, 5.0, (Overload(0.5),)),
     ("hard outage", 8.0, 5.0, (Outage(),)),
@@ -83,9 +85,9 @@ def default_schedule(*, quick: bool = False) -> Schedule:
     """steady → latency spike → error burst → random brownout → overload brownout → hard
     outage → slow database → recovery.
 
-    58 s of traffic, the same schedule as ``examples/drill_schedule.toml``; 34 s with
-    ``quick``, whose faulted phases last 5 s so that a phase's first second, where the
-    previous fault still echoes, is a fifth of it and not half.
+    58 s of traffic, the same schedule as ``examples/drill_schedule.toml``; 33 s with
+    ``quick``, whose faulted phases last 5 s (the error burst 4 s, whole cycles) so that a
+    phase's first second, where the previous fault still echoes, is a fifth of it.
     """
     return Schedule(
         [

@@ -12,6 +12,7 @@ from typing import ParamSpec, TypeVar
 import pytest
 
 import asyncres
+import asyncres.asgi
 import asyncres.chaos
 import asyncres.db
 import asyncres.drill
@@ -25,6 +26,7 @@ PUBLIC_MODULES = {
     for module in (
         asyncres,
         backoff,
+        asyncres.asgi,
         asyncres.chaos,
         asyncres.db,
         asyncres.drill,

@@ -1,0 +1,13 @@
+"""``asyncres.asgi``: the service side of the call, as pure ASGI 3 middleware.
+
+`Deadline` runs each request inside the caller's deadline (``Request-Timeout``,
+``grpc-timeout``), so work stops when the caller has given up. No framework dependency:
+it wraps any ASGI app (Starlette, FastAPI, Litestar, a bare callable) on any ASGI server,
+asyncio or trio.
+"""
+
+from ._deadline import ASGIApp as ASGIApp
+from ._deadline import Deadline as Deadline
+from ._deadline import DeadlineStatistics as DeadlineStatistics
+
+__all__ = ["ASGIApp", "Deadline", "DeadlineStatistics"]

@@ -1,4 +1,5 @@
-"""asyncres.asgi.Deadline: the service stops working when its caller has given up.
+"""asyncres.asgi: the service stops working when its caller has given up, and answers
+health probes cheaply.
 
 Run: python examples/asgi_deadline.py [asyncio|trio]
 """
@@ -12,7 +13,7 @@ import anyio
 import httpx
 
 import asyncres
-from asyncres.asgi import Deadline
+from asyncres.asgi import Deadline, Health
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -24,7 +25,13 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-service = Deadline(app, max_timeout=30.0, routes={"/reports": 120.0})
+async def database_ping() -> bool:
+    await anyio.sleep(0.01)  # e.g. `pool.health(deep=True)` of an asyncres.db pool
+    return True
+
+
+deadline = Deadline(app, max_timeout=30.0, routes={"/reports": 120.0})
+service = Health(deadline, checks={"db": database_ping}, ttl=5.0, warn_only=["db"])
 
 
 async def main() -> None:
@@ -36,6 +43,11 @@ async def main() -> None:
         print(response.status_code, response.text)  # 504: expired before it arrived
         response = await client.get("/slow", headers={"Request-Timeout": "0.2"})
         print(response.status_code, response.text)  # 504 after 0.2 s, the app cancelled
+        response = await client.get("/healthz")  # touches nothing
+        print(response.status_code, response.text)
+        response = await client.get("/readyz")  # runs the checks, cached for 5 s
+        print(response.status_code, response.json()["status"])
+    print(deadline.statistics())
     print(service.statistics())
 
 

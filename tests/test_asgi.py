@@ -265,3 +265,182 @@ async def test_real_servers_expired_and_cancelled_requests(server: tuple[Any, An
     assert (app.calls, app.cancelled, app.finished) == (2, 2, 0)
     stats = deadline.statistics()
     assert (stats.requests, stats.expired_on_arrival, stats.cancelled) == (3, 1, 2)
+
+
+# -- Health -----------------------------------------------------------------------------------
+
+
+class Dependency:
+    """A health check that counts its calls; ``answer`` is what it returns (or raises)."""
+
+    def __init__(self, answer: Any = True, delay: float = 0.01) -> None:
+        self.answer = answer
+        self.delay = delay
+        self.calls = 0
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        await anyio.sleep(self.delay)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def body(messages: list[Message]) -> Any:
+    import json
+
+    return json.loads(b"".join(m.get("body", b"") for m in messages if m["type"].endswith("body")))
+
+
+def headers(messages: list[Message]) -> dict[bytes, bytes]:
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    return dict(start["headers"])
+
+
+async def test_shallow_health_touches_no_dependency_and_other_paths_reach_the_app() -> None:
+    from asyncres.asgi import Health
+
+    db, app = Dependency(), RecordingApp()
+    health = Health(app, checks={"db": db})
+    messages = await call(health, path="/healthz")
+    assert status(messages) == 200
+    assert body(messages) == {"status": "pass"}
+    assert headers(messages)[b"content-type"] == b"application/health+json"
+    assert db.calls == 0
+    assert status(await call(health, path="/items/1")) == 200
+    assert app.calls == 1
+    assert health.statistics().shallow == 1
+
+
+async def test_deep_health_runs_checks_concurrently_reports_each_and_caches() -> None:
+    from asyncres.asgi import Health
+
+    db, cache = Dependency(delay=0.5), Dependency(answer={"status": "degraded"}, delay=0.5)
+    health = Health(RecordingApp(), checks={"db": db, "cache": cache}, ttl=5.0)
+    start = anyio.current_time()
+    messages = await call(health, path="/readyz")
+    assert anyio.current_time() - start == pytest.approx(0.5, abs=0.01)  # concurrently
+    assert status(messages) == 200
+    report = body(messages)
+    assert report["status"] == "warn"
+    assert report["checks"]["db:responseTime"][0]["status"] == "pass"
+    assert report["checks"]["cache:responseTime"][0]["status"] == "warn"
+    assert report["checks"]["db:responseTime"][0]["observedValue"] == pytest.approx(0.5, abs=0.01)
+    await anyio.sleep(4.0)
+    await call(health, path="/readyz")  # within the ttl: from the cache
+    assert (db.calls, cache.calls) == (1, 1)
+    await anyio.sleep(1.0)
+    await call(health, path="/readyz")  # expired: a new round
+    assert (db.calls, cache.calls) == (2, 2)
+    stats = health.statistics()
+    assert (stats.deep, stats.rounds, stats.cached) == (3, 2, 1)
+
+
+@pytest.mark.parametrize("ttl", [5.0, 0.0])
+async def test_a_thousand_concurrent_probes_cost_one_round(ttl: float) -> None:
+    from asyncres.asgi import Health
+
+    db = Dependency(delay=0.2)
+    health = Health(RecordingApp(), checks={"db": db}, ttl=ttl)
+    statuses: list[int] = []
+
+    async def probe() -> None:
+        statuses.append(status(await call(health, path="/readyz")))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(1000):
+            tg.start_soon(probe)
+    assert statuses == [200] * 1000
+    assert db.calls == 1
+
+
+async def test_failures_timeouts_and_fail_open_for_shared_dependencies() -> None:
+    from asyncres.asgi import Health
+
+    checks = {
+        "disk": Dependency(answer=False),
+        "db": Dependency(answer=ConnectionRefusedError("db down")),
+        "search": Dependency(delay=10.0),
+    }
+    health = Health(RecordingApp(), checks=checks, check_timeout=0.5, ttl=0.0)
+    messages = await call(health, path="/readyz")
+    assert status(messages) == 503
+    report = body(messages)["checks"]
+    assert report["disk:responseTime"][0]["status"] == "fail"
+    assert report["db:responseTime"][0]["output"] == "ConnectionRefusedError: db down"
+    assert report["search:responseTime"][0]["output"] == "timed out after 0.5 s"
+    # The database and the search cluster are shared by every instance: fail open on them.
+    shared = Health(RecordingApp(), checks=checks, check_timeout=0.5, warn_only=["db", "search"])
+    messages = await call(shared, path="/readyz")
+    assert status(messages) == 503  # the disk is this instance's own: still critical
+    checks["disk"] = Dependency(answer=True)
+    shared = Health(RecordingApp(), checks=checks, check_timeout=0.5, warn_only=["db", "search"])
+    messages = await call(shared, path="/readyz")
+    assert status(messages) == 200
+    assert body(messages)["status"] == "warn"
+
+
+async def test_a_pool_health_value_maps_to_the_health_status() -> None:
+    from asyncres.asgi._health import _status_of
+
+    class PoolHealthLike:
+        def __init__(self, status: str, ok: bool) -> None:
+            self.status, self.ok = status, ok
+
+    assert _status_of(PoolHealthLike("healthy", True)) == "pass"
+    assert _status_of(PoolHealthLike("degraded", True)) == "warn"
+    assert _status_of(PoolHealthLike("unhealthy", False)) == "fail"
+    assert _status_of({"status": "UP"}) == "pass"
+    assert _status_of(None) == "fail"
+    assert _status_of("yes") == "pass"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"checks": {"": Dependency()}}, "`checks` names must be non-empty strings"),
+        ({"checks": {"db": 1}}, r"`checks\['db'\]` must be an async callable"),
+        ({"shallow_path": "healthz"}, "`shallow_path` must be a path"),
+        ({"deep_path": "/healthz"}, "must differ"),
+        ({"check_timeout": 0}, "`check_timeout` must be > 0"),
+        ({"ttl": -1}, "`ttl` must be >= 0"),
+        ({"ttl": math.inf}, "`ttl` must be finite"),
+        ({"warn_only": ["db"]}, r"`warn_only` names checks that do not exist: \['db'\]"),
+    ],
+)
+def test_bad_health_options_raise_value_errors(kwargs: dict[str, Any], message: str) -> None:
+    from asyncres.asgi import Health
+
+    with pytest.raises(ValueError, match=message):
+        Health(RecordingApp(), **kwargs)
+
+
+@pytest.mark.real_clock
+@pytest.mark.parametrize("server", SERVERS)
+async def test_health_answers_fast_while_the_app_is_saturated(server: tuple[Any, Any]) -> None:
+    """50 requests stuck in a slow handler: /healthz still answers in well under 50 ms."""
+    from asyncres.asgi import Health
+
+    kind, loop = server
+    app = RecordingApp(work=2.0)
+    health = Health(Deadline(app), checks={"db": Dependency()})
+    with running_server(health, kind=kind, loop=loop) as running:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(base_url=running.url, limits=limits, timeout=10) as client:
+            async with anyio.create_task_group() as tg:
+                for _ in range(50):
+                    tg.start_soon(client.get, "/items/1")
+                for _ in range(500):  # bounded: at most 5 s
+                    if app.calls >= 50:
+                        break
+                    await anyio.sleep(0.01)
+                assert app.calls == 50
+                timings = []
+                for _ in range(5):
+                    start = time.monotonic()
+                    response = await client.get("/healthz")
+                    timings.append(time.monotonic() - start)
+                    assert response.status_code == 200
+                ready = await client.get("/readyz")
+                assert ready.json()["status"] == "pass"
+    assert sorted(timings)[2] < 0.05, timings

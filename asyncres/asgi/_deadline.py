@@ -30,6 +30,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Header = tuple[bytes, bytes]
 
 _GRPC_TIMEOUT = re.compile(rb"^([0-9]{1,8})([HMSmun])$")
 _GRPC_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
@@ -200,16 +201,12 @@ def _seconds(value: bytes) -> float | None:
     return max(seconds, 0.0)
 
 
-async def _reply_504(send: Send, detail: str) -> None:
-    body = detail.encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 504,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+async def reply(send: Send, status: int, body: bytes, content_type: bytes, *extra: Header) -> None:
+    """Send a whole response: status, ``content-type``, ``content-length``, the body."""
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, *extra]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _reply_504(send: Send, detail: str) -> None:
+    await reply(send, 504, detail.encode(), b"text/plain; charset=utf-8")

@@ -36,19 +36,16 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from . import _validation
-from ._events import CallRejected, Listener, emit
+from ._events import Listener
 from ._exceptions import BulkheadFullError
 from ._policy import PolicyFaces
 from ._setting import Setting
-from ._waiters import WaiterQueue, wait_in_line
+from ._waiters import REJECTION_REASONS, QueueOwner, WaiterQueue
 
 __all__ = ["Bulkhead", "BulkheadLane", "BulkheadStatistics"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
-
-# Why a call was refused: the `CallRejected.reason` and the `BulkheadFullError.reason`.
-_REASONS = ("queue_full", "shed", "queue_timeout", "deadline")
 
 # Lanes a bulkhead keeps for reuse (priorities are usually a handful of constants).
 _CACHED_LANES = 32
@@ -79,7 +76,7 @@ def _check_priority(priority: int) -> int:
     return priority
 
 
-class Bulkhead(PolicyFaces):
+class Bulkhead(QueueOwner, PolicyFaces):
     """Run at most ``max_concurrent`` calls at once; queue at most ``max_queued`` more.
 
     ``await bulkhead.call(fn, *args)``, ``@bulkhead``, ``await bulkhead.execute(fn)`` and
@@ -142,7 +139,7 @@ class Bulkhead(PolicyFaces):
         # its permit to the first waiter instead), so the fast path cannot barge.
         self._free = self._max_concurrent
         self._queue: WaiterQueue[None] = WaiterQueue(self._pass_on)
-        self._rejected = dict.fromkeys(_REASONS, 0)
+        self._rejected = dict.fromkeys(REJECTION_REASONS, 0)
         self._views: dict[int, BulkheadLane] = {}
 
     def __repr__(self) -> str:
@@ -230,32 +227,12 @@ class Bulkhead(PolicyFaces):
 
     # -- the contended path -------------------------------------------------------------
 
-    async def _wait(self, priority: int) -> None:
-        """Wait in the queue for a permit (no permit is free), or raise BulkheadFullError."""
-        await wait_in_line(
-            self._queue,
-            priority,
-            max_queued=self._max_queued,
-            queue_timeout=self._queue_timeout,
-            refuse=self._reject,
-            evict=self._error,
-            noted=self._note_rejection,
-        )
-
     def _pass_on(self, _permit: None) -> None:
         """Take back a permit from a waiter that gave up: the next waiter's, or free."""
         if self._queue.waiting:
             self._queue.hand_off(None)
         else:
             self._free += 1
-
-    def _reject(self, reason: str) -> BulkheadFullError:
-        self._note_rejection(reason)
-        return self._error(reason)
-
-    def _note_rejection(self, reason: str) -> None:
-        self._rejected[reason] += 1
-        emit(self._listeners, CallRejected(self._name, reason))
 
     def _error(self, reason: str) -> BulkheadFullError:
         return BulkheadFullError(

@@ -50,12 +50,12 @@ from typing import Literal, ParamSpec, TypeVar
 from . import _validation
 from ._backend import current_task
 from ._clock import Clock, resolve_duration_clock
-from ._events import CallRejected, LimitChanged, Listener, emit
+from ._events import LimitChanged, Listener, emit
 from ._exceptions import LimitExceededError, RejectedError
 from ._matching import ErrorFilter, matcher
 from ._policy import PolicyFaces
 from ._setting import Setting
-from ._waiters import WaiterQueue, wait_in_line
+from ._waiters import REJECTION_REASONS, QueueOwner, WaiterQueue
 
 __all__ = ["AdaptiveLimit", "AdaptiveLimitLane", "LimitStatistics"]
 
@@ -64,7 +64,6 @@ P = ParamSpec("P")
 
 Algorithm = Literal["aimd", "gradient2"]
 _ALGORITHMS = ("aimd", "gradient2")
-_REASONS = ("queue_full", "shed", "queue_timeout", "deadline")
 # Under light load (fewer than half the limit in flight) one call in this many is timed.
 _LIGHT_EVERY = 8
 # Gradient2: windows averaged plainly before the exponential average takes over (Netflix's
@@ -104,7 +103,7 @@ class LimitStatistics:
     rejected: dict[str, int]
 
 
-class AdaptiveLimit(PolicyFaces):
+class AdaptiveLimit(QueueOwner, PolicyFaces):
     """Run at most ``limit`` calls at once, the limit following the dependency's latency.
 
     ``await limit.call(fn, *args)``, ``@limit``, ``await limit.execute(fn)`` and ``async
@@ -247,7 +246,7 @@ class AdaptiveLimit(PolicyFaces):
         self._in_flight = 0
         self._countdown = 1  # time the first call
         self._queue: WaiterQueue[None] = WaiterQueue(self._pass_on)
-        self._rejected = dict.fromkeys(_REASONS, 0)
+        self._rejected = dict.fromkeys(REJECTION_REASONS, 0)
         self._views: dict[int, AdaptiveLimitLane] = {}
         self._tickets: dict[object, list[tuple[float, int]]] = {}
         self._samples = 0
@@ -365,17 +364,6 @@ class AdaptiveLimit(PolicyFaces):
         clock = self._clock = resolve_duration_clock()
         return clock
 
-    async def _wait(self, priority: int) -> None:
-        await wait_in_line(
-            self._queue,
-            priority,
-            max_queued=self._max_queued,
-            queue_timeout=self._queue_timeout,
-            refuse=self._reject,
-            evict=self._error,
-            noted=self._note_rejection,
-        )
-
     async def _enter(self, priority: int) -> None:
         """``async with``: admit, and remember the start on the task's own stack."""
         if self._in_flight < self._permits:
@@ -431,14 +419,6 @@ class AdaptiveLimit(PolicyFaces):
         while queue.waiting and self._in_flight < self._permits:
             self._in_flight += 1
             queue.hand_off(None)
-
-    def _reject(self, reason: str) -> LimitExceededError:
-        self._note_rejection(reason)
-        return self._error(reason)
-
-    def _note_rejection(self, reason: str) -> None:
-        self._rejected[reason] += 1
-        emit(self._listeners, CallRejected(self._name, reason))
 
     def _error(self, reason: str) -> LimitExceededError:
         return LimitExceededError(

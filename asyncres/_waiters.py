@@ -30,11 +30,24 @@ from typing import Generic, TypeVar
 import anyio
 
 from ._deadline import AdvisoryExpired, DeadlineScope, advisory_bound, remaining
-from ._exceptions import TimeoutExceededError
+from ._events import CallRejected, Listener, emit
+from ._exceptions import RejectedError, TimeoutExceededError
 
-__all__ = ["GRANTED", "QUEUED", "REJECTED", "Waiter", "WaiterQueue", "wait_in_line"]
+__all__ = [
+    "GRANTED",
+    "QUEUED",
+    "REJECTED",
+    "REJECTION_REASONS",
+    "QueueOwner",
+    "Waiter",
+    "WaiterQueue",
+    "wait_in_line",
+]
 
 T = TypeVar("T")
+
+#: Why `wait_in_line` refused a caller: the rejection reasons of every queue owner.
+REJECTION_REASONS = ("queue_full", "shed", "queue_timeout", "deadline")
 
 # Waiter states.
 QUEUED = 0
@@ -253,3 +266,43 @@ async def wait_in_line(
     if advisory is not None:
         raise AdvisoryExpired(advisory)
     raise refuse("queue_timeout")
+
+
+class QueueOwner:
+    """The refusal bookkeeping of a slot owner with a bounded queue (`Bulkhead`,
+    `AdaptiveLimit`): wait in line, count each refusal per reason, emit `CallRejected`.
+
+    The owner keeps the attributes below and says what its refusal error is (`_error`).
+    """
+
+    __slots__ = ()
+
+    _queue: WaiterQueue[None]
+    _max_queued: int
+    _queue_timeout: float | None
+    _rejected: dict[str, int]
+    _listeners: tuple[Listener, ...]
+    _name: str | None
+
+    def _error(self, reason: str) -> RejectedError:
+        raise NotImplementedError
+
+    async def _wait(self, priority: int) -> None:
+        """Wait in the queue for a slot (none is free), or raise the owner's refusal."""
+        await wait_in_line(
+            self._queue,
+            priority,
+            max_queued=self._max_queued,
+            queue_timeout=self._queue_timeout,
+            refuse=self._reject,
+            evict=self._error,
+            noted=self._note_rejection,
+        )
+
+    def _reject(self, reason: str) -> RejectedError:
+        self._note_rejection(reason)
+        return self._error(reason)
+
+    def _note_rejection(self, reason: str) -> None:
+        self._rejected[reason] += 1
+        emit(self._listeners, CallRejected(self._name, reason))

@@ -194,6 +194,37 @@ class Overload(DrillFault):
 
 #: What refusing a request costs an overloaded service, in served requests (`Overload`).
 REFUSAL_COST = 0.2
+#: Seconds of capacity an overloaded service can serve in a burst (`Overload`).
+OVERLOAD_BURST = 0.25
+
+
+class CapacityBucket:
+    """An overloaded service's capacity: a token bucket of ``capacity`` requests a second.
+
+    `admit` serves a request while a token is left; otherwise it refuses and the refusal
+    still costs `REFUSAL_COST` of a request — a debt bounded by one second of capacity, so
+    a retry storm starves the service without making it dead for ever. Starts full (a
+    burst of `OVERLOAD_BURST` seconds). The drill's service and the scenario benchmarks
+    share it.
+    """
+
+    __slots__ = ("_burst", "_capacity", "_refilled", "_tokens")
+
+    def __init__(self, capacity: float, now: float) -> None:
+        self._capacity = capacity
+        self._burst = max(1.0, capacity * OVERLOAD_BURST)
+        self._tokens = self._burst
+        self._refilled = now
+
+    def admit(self, now: float) -> bool:
+        capacity = self._capacity
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * capacity)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self._tokens = max(-capacity, self._tokens - REFUSAL_COST)
+        return False
 
 
 class Outage(DrillFault):

@@ -28,7 +28,7 @@ import anyio
 
 import asyncres
 
-from ._faults import REFUSAL_COST
+from ._faults import CapacityBucket
 
 #: Counters count per 1/TICKS of a second.
 TICKS = 10
@@ -39,8 +39,6 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-#: Seconds of capacity an overloaded backend can serve in a burst (`Overload`).
-OVERLOAD_BURST = 0.25
 #: How long the service works on a request that carries no budget header.
 DEFAULT_BUDGET = 30.0
 ITEMS = 1000
@@ -55,7 +53,7 @@ class ServiceFaults:
     - ``slow_db``: seconds every database statement takes (`SlowDatabase`);
     - ``brownout``: the share of requests answered 503 without ``Retry-After`` (`Brownout`);
     - ``capacity``: requests served per second, 0 for no limit (`Overload`): beyond it
-      503 without ``Retry-After``, each refusal costing `REFUSAL_COST` of a request.
+      503 without ``Retry-After``, each refusal costing a fifth of a request (`CapacityBucket`).
     """
 
     error_period: float = 0.0
@@ -82,24 +80,12 @@ class Backend:
     abandoned: Counter[int] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
-    #: The overload's token bucket: capacity left (in requests) and when it was refilled.
-    tokens: float = 0.0
-    refilled: float = 0.0
+    #: The overload's capacity while an `Overload` is on (`ServiceFaults.capacity`).
+    bucket: CapacityBucket | None = None
 
     def admit(self, now: float) -> bool:
-        """Whether the capacity left serves one more request now (`ServiceFaults.capacity`)."""
-        capacity = self.faults.capacity
-        if not capacity:
-            return True
-        burst = max(1.0, capacity * OVERLOAD_BURST)
-        self.tokens = min(burst, self.tokens + (now - self.refilled) * capacity)
-        self.refilled = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        # Refusing costs capacity too; the debt is bounded by a second of capacity.
-        self.tokens = max(-capacity, self.tokens - REFUSAL_COST)
-        return False
+        """Whether the capacity left serves one more request now."""
+        return self.bucket is None or self.bucket.admit(now)
 
 
 class DrillService:
@@ -147,8 +133,8 @@ class DrillService:
                     backend.started = float(data["started"])
                 backend.faults = ServiceFaults(**data.get("faults", {}))
                 backend.phase_started = now
-                backend.tokens = max(1.0, backend.faults.capacity * OVERLOAD_BURST)
-                backend.refilled = now
+                capacity = backend.faults.capacity
+                backend.bucket = CapacityBucket(capacity, now) if capacity else None
             await _reply(send, 200, {"ok": True})
         elif path == "/_drill/stats":
             stats = {

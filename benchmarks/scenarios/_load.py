@@ -12,6 +12,7 @@ import anyio
 
 from asyncres._policy import PolicyFaces
 from asyncres.chaos import InjectError, InjectLatency, Schedule
+from asyncres.drill._faults import CapacityBucket
 
 from ._common import derive_seed, open_loop, percentile, poisson_arrivals
 
@@ -93,30 +94,22 @@ def brownout_faults(rate: float, seed: int) -> list[Any]:
 class Overload(PolicyFaces):
     """An overload brownout: the dependency serves at most ``capacity`` calls a second.
 
-    A token bucket (burst: a quarter second of capacity); beyond it a call gets a 503 at
-    once, and each refusal still costs ``refusal_cost`` of a call (parsing, routing, the
-    connection): extra attempts eat the capacity the first attempts need. A policy for an
+    The drill's `CapacityBucket` (a quarter second of burst; each refusal still costs 0.2
+    of a call, a debt of at most a second of capacity): beyond it a call gets a 503 at
+    once, and extra attempts eat the capacity the first attempts need. A policy for an
     `asyncres.chaos.Schedule` phase: the schedule calls it only during the fault.
     """
 
-    def __init__(self, capacity: float, refusal_cost: float = 0.2) -> None:
+    def __init__(self, capacity: float) -> None:
         self.capacity = capacity
-        self.refusal_cost = refusal_cost
-        self._tokens = capacity * 0.25
-        self._refilled: float | None = None
+        self._bucket: CapacityBucket | None = None
 
     async def call(self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> Any:
         now = anyio.current_time()
-        burst = self.capacity * 0.25
-        if self._refilled is None:
-            self._tokens = burst
-        else:
-            self._tokens = min(burst, self._tokens + (now - self._refilled) * self.capacity)
-        self._refilled = now
-        if self._tokens < 1.0:
-            self._tokens -= self.refusal_cost
+        if self._bucket is None:
+            self._bucket = CapacityBucket(self.capacity, now)
+        if not self._bucket.admit(now):
             raise ServiceUnavailable("overloaded")
-        self._tokens -= 1.0
         return await fn(*args, **kwargs)
 
 

@@ -13,7 +13,7 @@ from servers import running_server
 
 import asyncres
 import asyncres.httpx
-from asyncres.asgi import Deadline
+from asyncres.asgi import Deadline, Health
 from asyncres.testing import capture_events
 
 pytestmark = pytest.mark.anyio
@@ -298,8 +298,6 @@ def headers(messages: list[Message]) -> dict[bytes, bytes]:
 
 
 async def test_shallow_health_touches_no_dependency_and_other_paths_reach_the_app() -> None:
-    from asyncres.asgi import Health
-
     db, app = Dependency(), RecordingApp()
     health = Health(app, checks={"db": db})
     messages = await call(health, path="/healthz")
@@ -313,8 +311,6 @@ async def test_shallow_health_touches_no_dependency_and_other_paths_reach_the_ap
 
 
 async def test_deep_health_runs_checks_concurrently_reports_each_and_caches() -> None:
-    from asyncres.asgi import Health
-
     db, cache = Dependency(delay=0.5), Dependency(answer={"status": "degraded"}, delay=0.5)
     health = Health(RecordingApp(), checks={"db": db, "cache": cache}, ttl=5.0)
     start = anyio.current_time()
@@ -338,8 +334,6 @@ async def test_deep_health_runs_checks_concurrently_reports_each_and_caches() ->
 
 @pytest.mark.parametrize("ttl", [5.0, 0.0])
 async def test_a_thousand_concurrent_probes_cost_one_round(ttl: float) -> None:
-    from asyncres.asgi import Health
-
     db = Dependency(delay=0.2)
     health = Health(RecordingApp(), checks={"db": db}, ttl=ttl)
     statuses: list[int] = []
@@ -355,8 +349,6 @@ async def test_a_thousand_concurrent_probes_cost_one_round(ttl: float) -> None:
 
 
 async def test_failures_timeouts_and_fail_open_for_shared_dependencies() -> None:
-    from asyncres.asgi import Health
-
     checks = {
         "disk": Dependency(answer=False),
         "db": Dependency(answer=ConnectionRefusedError("db down")),
@@ -409,8 +401,6 @@ async def test_a_pool_health_value_maps_to_the_health_status() -> None:
     ],
 )
 def test_bad_health_options_raise_value_errors(kwargs: dict[str, Any], message: str) -> None:
-    from asyncres.asgi import Health
-
     with pytest.raises(ValueError, match=message):
         Health(RecordingApp(), **kwargs)
 
@@ -419,8 +409,6 @@ def test_bad_health_options_raise_value_errors(kwargs: dict[str, Any], message: 
 @pytest.mark.parametrize("server", SERVERS)
 async def test_health_answers_fast_while_the_app_is_saturated(server: tuple[Any, Any]) -> None:
     """50 requests stuck in a slow handler: /healthz still answers in well under 50 ms."""
-    from asyncres.asgi import Health
-
     kind, loop = server
     app = RecordingApp(work=2.0)
     health = Health(Deadline(app), checks={"db": Dependency()})

@@ -80,7 +80,9 @@ class Health:
     ``checks`` maps a name to an ``async def`` (a pool's ``health``, an HTTP ping, anything)
     whose result passes when truthy (or whose ``status``/``ok`` says so) and fails when it
     is falsy, raises, or takes longer than ``check_timeout``. Every other request goes to
-    ``app`` unchanged.
+    ``app`` unchanged. ``stale_when`` (`protect` passes the `Shedder`'s ``under_pressure``):
+    while it returns True, deep probes answer from the last round however old ("prioritise
+    shallow checks during hard times"); a round runs only when none ever did.
     """
 
     __slots__ = (
@@ -93,6 +95,7 @@ class Health:
         "_deep_path",
         "_round",
         "_shallow_path",
+        "_stale_when",
         "_ttl",
         "_warn_only",
     )
@@ -109,6 +112,7 @@ class Health:
         check_timeout: float = 2.0,
         ttl: float = 5.0,
         warn_only: Iterable[str] = (),
+        stale_when: Callable[[], bool] | None = None,
     ) -> None:
         if not callable(app):
             raise ValueError(f"`app` must be an ASGI application (callable), got {app!r}")
@@ -136,6 +140,9 @@ class Health:
         if unknown:
             raise ValueError(f"`warn_only` names checks that do not exist: {unknown}")
         self._warn_only = warn_only
+        if stale_when is not None and not callable(stale_when):
+            raise ValueError(f"`stale_when` must be a callable, got {stale_when!r}")
+        self._stale_when = stale_when
         self._cached: tuple[int, bytes] | None = None
         self._cached_at = -math.inf
         self._round: tuple[anyio.Event, list[tuple[int, bytes]]] | None = None
@@ -165,7 +172,10 @@ class Health:
         """The deep answer (HTTP status, health+json body): cached, or one shared round."""
         while True:
             cached = self._cached
-            if cached is not None and anyio.current_time() - self._cached_at < self._ttl:
+            if cached is not None and (
+                anyio.current_time() - self._cached_at < self._ttl
+                or (self._stale_when is not None and self._stale_when())
+            ):
                 self._counts["cached"] += 1
                 return cached
             running = self._round

@@ -5,8 +5,9 @@ both backends, an in-process ASGI request three ways — a direct ``await app(sc
 send)`` (the middleware's own cost, nothing else), and a request through
 ``httpx.ASGITransport`` (the smallest end-to-end path: request building, the ASGI call,
 response parsing) — for the bare app, ``Deadline(app)`` with a ``Request-Timeout`` header,
-and ``Health(Deadline(app))``. Median of interleaved rounds; ratios to the bare app in the
-same round. Over real HTTP (a server, a socket) the same microseconds weigh less still.
+``Health(Deadline(app))``, the `Shedder` (fixed and adaptive limit) and ``protect(app)``.
+Median of interleaved rounds; ratios to the bare app in the same round. Over real HTTP (a
+server, a socket) the same microseconds weigh less still.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import anyio
 import httpx
 
-from asyncres.asgi import Deadline, Health
+from asyncres.asgi import Deadline, Health, Shedder, protect
 
 Case = Callable[[int], Awaitable[None]]
 HEADERS = [(b"host", b"svc.test"), (b"request-timeout", b"1.500")]
@@ -42,6 +43,9 @@ APPS: dict[str, Callable[[], Any]] = {
     "bare app": lambda: bare,
     "Deadline(app)": lambda: Deadline(bare),
     "Health(Deadline(app))": lambda: Health(Deadline(bare), checks={"db": _ok}),
+    "Shedder(app, limit=64)": lambda: Shedder(bare, limit=64),
+    "Shedder(app) adaptive": lambda: Shedder(bare),
+    "protect(app)": lambda: protect(bare, checks={"db": _ok}),
 }
 
 

@@ -139,10 +139,7 @@ def breaker_config(
     match = matcher(on, "on")
     excluded = matcher(exclude, "exclude")
 
-    listeners = tuple(listeners)
-    for listener in listeners:
-        if not callable(listener):
-            raise ValueError(f"`listeners` must be callables, got {listener!r}")
+    listeners = _validation.listeners(listeners)
     if clock is not None and not callable(clock):
         raise ValueError(f"`clock` must be callable, got {clock!r}")
 

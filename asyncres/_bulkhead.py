@@ -130,10 +130,7 @@ class Bulkhead(QueueOwner, PolicyFaces):
         self._max_queued = _validation.count("max_queued", max_queued, minimum=0)
         self._queue_timeout = _validation.optional_limit("queue_timeout", queue_timeout)
         self._name = name
-        listeners = tuple(listeners)
-        for listener in listeners:
-            if not callable(listener):
-                raise ValueError(f"`listeners` must be callables, got {listener!r}")
+        listeners = _validation.listeners(listeners)
         self._listeners = listeners
         # Free permits. Invariant: _free > 0 only when the queue is empty (a release hands
         # its permit to the first waiter instead), so the fast path cannot barge.

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+from . import _validation
+
 __all__ = [
     "CallRejected",
     "CircuitClosed",
@@ -245,11 +247,9 @@ def set_listeners(*listeners: Listener) -> tuple[Listener, ...]:
     ``set_listeners(log_event, my_metrics)`` keeps logging and adds yours.
     """
     global _global_listeners
-    for listener in listeners:
-        if not callable(listener):
-            raise ValueError(f"`listeners` must be callables, got {listener!r}")
+    checked = _validation.listeners(listeners)
     previous = _global_listeners
-    _global_listeners = tuple(listeners)
+    _global_listeners = checked
     return previous
 
 

@@ -231,10 +231,7 @@ class AdaptiveLimit(QueueOwner, PolicyFaces):
         self._drop_match = matcher(drop_on, "drop_on")
         self._exclude_match = matcher(exclude, "exclude")
         self._name = name
-        listeners = tuple(listeners)
-        for listener in listeners:
-            if not callable(listener):
-                raise ValueError(f"`listeners` must be callables, got {listener!r}")
+        listeners = _validation.listeners(listeners)
         self._listeners = listeners
         if clock is not None and not callable(clock):
             raise ValueError(f"`clock` must be callable, got {clock!r}")

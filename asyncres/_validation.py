@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def non_negative(name: str, value: float) -> float:
@@ -52,6 +56,22 @@ def count(name: str, value: int, *, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}")
     return value
+
+
+def listeners(value: Iterable[T]) -> tuple[T, ...]:
+    """``listeners`` as a tuple, every one callable."""
+    checked = tuple(value)
+    for listener in checked:
+        if not callable(listener):
+            raise ValueError(f"`listeners` must be callables, got {listener!r}")
+    return checked
+
+
+def header_name(name: str, value: str) -> bytes:
+    """An HTTP header name, lowercased ASCII bytes (how ASGI carries it)."""
+    if not isinstance(value, str) or not value or not value.isascii():
+        raise ValueError(f"`{name}` must be a non-empty ASCII header name, got {value!r}")
+    return value.lower().encode("ascii")
 
 
 def _number(name: str, value: float) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from asgi_calls import Message, call, headers, status
 from servers import running_server
 
 import asyncres
@@ -17,8 +18,6 @@ from asyncres.asgi import Deadline, Health
 from asyncres.testing import capture_events
 
 pytestmark = pytest.mark.anyio
-
-Message = dict[str, Any]
 
 
 class RecordingApp:
@@ -53,27 +52,6 @@ class RecordingApp:
         if not self.stream:
             await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
-
-
-async def call(
-    app: Any, headers: list[tuple[bytes, bytes]] | None = None, path: str = "/items/1"
-) -> list[Message]:
-    """One in-process HTTP request through ``app``; the messages it sent."""
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": "GET", "path": path, "headers": headers or []}
-    await app(scope, receive, send)
-    return sent
-
-
-def status(messages: list[Message]) -> int:
-    return int(next(m["status"] for m in messages if m["type"] == "http.response.start"))
 
 
 # -- the budget -------------------------------------------------------------------------------
@@ -290,11 +268,6 @@ def body(messages: list[Message]) -> Any:
     import json
 
     return json.loads(b"".join(m.get("body", b"") for m in messages if m["type"].endswith("body")))
-
-
-def headers(messages: list[Message]) -> dict[bytes, bytes]:
-    start = next(m for m in messages if m["type"] == "http.response.start")
-    return dict(start["headers"])
 
 
 async def test_shallow_health_touches_no_dependency_and_other_paths_reach_the_app() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from asgi_calls import Message, call, headers, status
 from servers import running_server
 
 import asyncres
@@ -17,8 +18,6 @@ import asyncres.httpx
 from asyncres.asgi import Deadline, Health, Shedder, protect
 
 pytestmark = pytest.mark.anyio
-
-Message = dict[str, Any]
 
 
 class WorkApp:
@@ -49,32 +48,6 @@ class WorkApp:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-async def call(
-    app: Any, path: str = "/items/1", headers: list[tuple[bytes, bytes]] | None = None
-) -> list[Message]:
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await app(
-        {"type": "http", "method": "GET", "path": path, "headers": headers or []}, receive, send
-    )
-    return sent
-
-
-def status(messages: list[Message]) -> int:
-    return int(next(m["status"] for m in messages if m["type"] == "http.response.start"))
-
-
-def header(messages: list[Message], name: bytes) -> bytes | None:
-    start = next(m for m in messages if m["type"] == "http.response.start")
-    return dict(start["headers"]).get(name)
-
-
 def urgency(u: int) -> list[tuple[bytes, bytes]]:
     return [(b"priority", f"u={u}".encode())]
 
@@ -87,7 +60,7 @@ async def at(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     await anyio.sleep(delay)
-    results[path] = status(await call(app, path, headers))
+    results[path] = status(await call(app, headers, path))
 
 
 # -- admission, FIFO while young, LIFO once the queue stands ----------------------------------
@@ -147,7 +120,7 @@ async def test_a_shed_request_gets_503_with_retry_after_from_the_drain_rate() ->
     assert status(shed) == 503
     assert shed[1]["body"].startswith(b"overloaded")
     assert shedder.statistics().drain_rate == pytest.approx(20.0, rel=0.1)
-    assert header(shed, b"retry-after") == b"3"
+    assert headers(shed).get(b"retry-after") == b"3"
 
 
 async def test_retry_after_is_one_second_before_any_rate_is_known_and_capped() -> None:
@@ -155,7 +128,7 @@ async def test_retry_after_is_one_second_before_any_rate_is_known_and_capped() -
     async with anyio.create_task_group() as tg:
         tg.start_soon(call, shedder)
         await anyio.sleep(0.01)
-        assert header(await call(shedder), b"retry-after") == b"1"
+        assert headers(await call(shedder)).get(b"retry-after") == b"1"
         tg.cancel_scope.cancel()
 
 
@@ -230,11 +203,11 @@ async def test_exempt_paths_and_other_scopes_bypass_the_limit() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(call, shedder)
         await anyio.sleep(0.01)
-        assert status(await call(shedder, "/other")) == 503
+        assert status(await call(shedder, path="/other")) == 503
         # Not refused, not queued: they run beside the request holding the only slot.
         async with anyio.create_task_group() as inner:
             for path in ("/healthz", "/readyz"):
-                inner.start_soon(call, shedder, path)
+                inner.start_soon(call, shedder, None, path)
         assert sorted(app.ran) == ["/healthz", "/items/1", "/readyz"]
         assert app.peak == 3
     seen: list[str] = []
@@ -358,21 +331,21 @@ async def test_protect_orders_health_deadline_shedder() -> None:
     assert isinstance(protected.health, Health)
     assert isinstance(protected.deadline, Deadline)
     assert isinstance(protected.shedder, Shedder)
-    assert status(await call(protected, "/readyz")) == 200  # a first round: cached
+    assert status(await call(protected, path="/readyz")) == 200  # a first round: cached
     async with anyio.create_task_group() as tg:
         tg.start_soon(call, protected)
         tg.start_soon(call, protected)
         await anyio.sleep(0.01)
-        shed = await call(protected, headers=[(b"request-timeout", b"5")])
+        shed = await call(protected, [(b"request-timeout", b"5")])
         assert status(shed) == 503
         # Spent on arrival: 504 from the Deadline, before it could take a queue place.
-        assert status(await call(protected, headers=[(b"request-timeout", b"0")])) == 504
+        assert status(await call(protected, [(b"request-timeout", b"0")])) == 504
         await anyio.sleep(2.0)  # the cache is older than its ttl, but the app is shed:
         assert status(await call(protected)) == 503
         assert protected.shedder.under_pressure()
         with anyio.fail_after(0.001):
-            assert status(await call(protected, "/healthz")) == 200
-            assert status(await call(protected, "/readyz")) == 200
+            assert status(await call(protected, path="/healthz")) == 200
+            assert status(await call(protected, path="/readyz")) == 200
         assert check.calls == 1  # deep answered from cache under pressure
         tg.cancel_scope.cancel()
     stats = protected.statistics()
@@ -381,7 +354,7 @@ async def test_protect_orders_health_deadline_shedder() -> None:
     assert stats["health"].cached == 1
     await anyio.sleep(2.0)  # pressure gone: the stale cache is refreshed
     assert not protected.shedder.under_pressure()
-    assert status(await call(protected, "/readyz")) == 200
+    assert status(await call(protected, path="/readyz")) == 200
     assert check.calls == 2
 
 
@@ -393,7 +366,7 @@ async def test_a_queued_request_is_bounded_by_its_callers_deadline() -> None:
         tg.start_soon(call, protected)
         await anyio.sleep(0.001)
         start = anyio.current_time()
-        answer = await call(protected, headers=[(b"request-timeout", b"0.05")])
+        answer = await call(protected, [(b"request-timeout", b"0.05")])
         assert status(answer) == 504
         assert anyio.current_time() - start == pytest.approx(0.05, abs=0.005)
     stats = protected.shedder.statistics()

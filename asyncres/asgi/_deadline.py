@@ -91,9 +91,7 @@ class Deadline:
         name: str | None = None,
         listeners: Iterable[Listener] = (),
     ) -> None:
-        if not callable(app):
-            raise ValueError(f"`app` must be an ASGI application (callable), got {app!r}")
-        self._app = app
+        self._app = checked_app(app)
         self._max_timeout = _validation.finite_positive("max_timeout", max_timeout)
         checked: list[tuple[str, float]] = []
         for prefix, seconds in (routes or {}).items():
@@ -104,17 +102,12 @@ class Deadline:
             checked.append((prefix, _validation.finite_positive(f"routes[{prefix!r}]", seconds)))
         # Longest prefix first: the most specific route wins.
         self._routes = tuple(sorted(checked, key=lambda item: len(item[0]), reverse=True))
-        if not isinstance(header, str) or not header or not header.isascii():
-            raise ValueError(f"`header` must be a non-empty ASCII header name, got {header!r}")
-        self._header = header.lower().encode("ascii")
+        self._header = _validation.header_name("header", header)
         if not isinstance(grpc, bool):
             raise ValueError(f"`grpc` must be a bool, got {grpc!r}")
         self._grpc = grpc
         self._name = name
-        listeners = tuple(listeners)
-        for listener in listeners:
-            if not callable(listener):
-                raise ValueError(f"`listeners` must be callables, got {listener!r}")
+        listeners = _validation.listeners(listeners)
         self._listeners = listeners
         self._requests = self._with_budget = self._expired = self._cancelled = 0
 
@@ -188,6 +181,13 @@ class Deadline:
             if match:
                 return int(match.group(1)) * _GRPC_UNITS[match.group(2)]
         return None
+
+
+def checked_app(app: ASGIApp) -> ASGIApp:
+    """``app``, refused with a ValueError unless it can be called as an ASGI app."""
+    if not callable(app):
+        raise ValueError(f"`app` must be an ASGI application (callable), got {app!r}")
+    return app
 
 
 def _seconds(value: bytes) -> float | None:

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 
 from .. import _validation
-from ._deadline import ASGIApp, Receive, Scope, Send, reply
+from ._deadline import ASGIApp, Receive, Scope, Send, checked_app, reply
 
 __all__ = ["Health", "HealthStatistics"]
 
@@ -114,9 +114,7 @@ class Health:
         warn_only: Iterable[str] = (),
         stale_when: Callable[[], bool] | None = None,
     ) -> None:
-        if not callable(app):
-            raise ValueError(f"`app` must be an ASGI application (callable), got {app!r}")
-        self._app = app
+        self._app = checked_app(app)
         checks = dict(checks or {})
         for name, check in checks.items():
             if not isinstance(name, str) or not name:

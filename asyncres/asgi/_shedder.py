@@ -38,7 +38,7 @@ from .._clock import current_time
 from .._deadline import remaining
 from .._events import CallRejected, Listener, emit
 from .._limit import AdaptiveLimit
-from ._deadline import ASGIApp, Message, Receive, Scope, Send, reply
+from ._deadline import ASGIApp, Message, Receive, Scope, Send, checked_app, reply
 
 __all__ = ["SHED_REASONS", "Shedder", "ShedderStatistics"]
 
@@ -145,9 +145,7 @@ class Shedder:
         name: str | None = None,
         listeners: Iterable[Listener] = (),
     ) -> None:
-        if not callable(app):
-            raise ValueError(f"`app` must be an ASGI application (callable), got {app!r}")
-        self._app = app
+        self._app = checked_app(app)
         if limit is None:
             limit = AdaptiveLimit("gradient2", initial_limit=20, min_limit=4, max_limit=1000)
         if isinstance(limit, AdaptiveLimit):
@@ -161,15 +159,11 @@ class Shedder:
         self._interval = _validation.finite_positive("interval", interval)
         if self._target > self._interval:
             raise ValueError(f"`target` ({target!r}) must be <= `interval` ({interval!r})")
-        if priority_header is not None and (
-            not isinstance(priority_header, str)
-            or not priority_header
-            or not priority_header.isascii()
-        ):
-            raise ValueError(
-                f"`priority_header` must be a non-empty ASCII header name, got {priority_header!r}"
-            )
-        self._header = None if priority_header is None else priority_header.lower().encode()
+        self._header = (
+            None
+            if priority_header is None
+            else _validation.header_name("priority_header", priority_header)
+        )
         self._default_urgency = _validation.count("default_urgency", default_urgency, minimum=0)
         if self._default_urgency >= URGENCY_LEVELS:
             raise ValueError(f"`default_urgency` must be 0..7, got {default_urgency!r}")
@@ -180,10 +174,7 @@ class Shedder:
         self._exempt = exempt
         self._max_retry_after = _validation.count("max_retry_after", max_retry_after, minimum=1)
         self._name = name
-        listeners = tuple(listeners)
-        for listener in listeners:
-            if not callable(listener):
-                raise ValueError(f"`listeners` must be callables, got {listener!r}")
+        listeners = _validation.listeners(listeners)
         self._listeners = listeners
         self._in_flight = 0
         self._waiting = 0
@@ -212,8 +203,7 @@ class Shedder:
 
     def under_pressure(self) -> bool:
         """Whether the queue stands now or a request was shed within the last second."""
-        now = current_time()
-        return now - self._since >= self._interval or now - self._last_shed < _PRESSURE_MEMORY
+        return self._standing() or current_time() - self._last_shed < _PRESSURE_MEMORY
 
     def statistics(self) -> ShedderStatistics:
         return ShedderStatistics(
@@ -224,7 +214,7 @@ class Shedder:
             admitted=self._admitted,
             shed=dict(self._shed),
             shed_by_urgency=dict(self._shed_by_urgency),
-            standing_queue=current_time() - self._since >= self._interval,
+            standing_queue=self._standing(),
             drain_rate=self._rate,
         )
 

@@ -246,17 +246,22 @@ class Retry(PolicyFaces):
                     raise error
                 return result
             await anyio.sleep(wait)  # a checkpoint even when the wait is zero
+            if not state.charge(error):
+                if error is not None:
+                    raise error
+                return result
 
 
 class _RetryState:
     """The bookkeeping of one retried call: attempt count, backoff iterator, decisions."""
 
-    __slots__ = ("_delays", "attempt", "retry")
+    __slots__ = ("_charge_later", "_delays", "attempt", "retry")
 
     def __init__(self, retry: Retry) -> None:
         self.retry = retry
         self.attempt = 1
         self._delays: Iterator[float] | None = None
+        self._charge_later = False
 
     def decide(self, error: Exception | None, until: float = math.inf) -> float | None:
         """Return the wait before the next attempt, or ``None`` to give up (noted).
@@ -281,8 +286,9 @@ class _RetryState:
         if self._delays is None:
             self._delays = retry._backoff.delays(retry._rng)
         wait = next(self._delays)
-        if isinstance(hint, int | float) and hint > wait:
-            wait = float(hint)
+        asked = isinstance(hint, int | float) and hint > wait
+        if asked:
+            wait = float(hint)  # type: ignore[arg-type]
         if testing is not None:
             wait = 0.0
         left = remaining()
@@ -292,12 +298,30 @@ class _RetryState:
         if left is not None and wait >= left:
             self._give_up(error, "deadline", RetryGaveUp)
             return None
-        if budget is not None and not budget.try_withdraw():
-            self._give_up(error, "budget", RetryBudgetExhausted)
-            return None
+        if budget is not None:
+            if asked:
+                # The server said when to come back: charge the retry when it is sent, by
+                # the budget of that moment — the overload it reported may be over by then.
+                self._charge_later = True
+            elif not budget.try_withdraw():
+                self._give_up(error, "budget", RetryBudgetExhausted)
+                return None
         emit(retry._listeners, RetryScheduled(retry._name, attempt, wait, error))
         self.attempt = attempt + 1
         return wait
+
+    def charge(self, error: Exception | None) -> bool:
+        """After the wait: pay for a retry scheduled on the server's ``Retry-After``;
+        ``False`` (noted, the retry gives up) when the budget has no room now."""
+        if not self._charge_later:
+            return True
+        self._charge_later = False
+        budget = self.retry._budget
+        if budget is None or budget.try_withdraw():
+            return True
+        self.attempt -= 1
+        self._give_up(error, "budget", RetryBudgetExhausted)
+        return False
 
     def _give_up(self, error: Exception | None, reason: str, event: type[RetryGaveUp]) -> None:
         """Note on the error why the retry stops, and tell the listeners."""
@@ -320,12 +344,13 @@ class _RetryState:
 class _Attempts:
     """``async for attempt in retry.attempts():`` — the block form of a retry."""
 
-    __slots__ = ("_deadline", "_done", "_state", "_wait", "retry")
+    __slots__ = ("_deadline", "_done", "_error", "_state", "_wait", "retry")
 
     def __init__(self, retry: Retry) -> None:
         self.retry = retry
         self._state: _RetryState | None = None
         self._wait = 0.0
+        self._error: Exception | None = None
         self._done = False
         self._deadline = math.inf
 
@@ -345,6 +370,11 @@ class _Attempts:
             state = self._state = _RetryState(retry)
             return Attempt(self, 1)
         await anyio.sleep(self._wait)
+        error, self._error = self._error, None
+        if not state.charge(error):
+            self._done = True
+            assert error is not None
+            raise error  # the retry gives up after all: the error leaves the loop
         return Attempt(self, state.attempt)
 
 
@@ -401,4 +431,5 @@ class Attempt:
             attempts._done = True
             return False
         attempts._wait = wait
+        attempts._error = exc
         return True

@@ -400,3 +400,69 @@ def test_the_ratio_follows_retries_that_succeed_again_within_two_slices() -> Non
     assert stats.ratio == pytest.approx(1.0)  # the last two slices: all succeed
     clock.now = 11.0  # two slices without retries: the window's share decides again
     assert budget.statistics().ratio < 1.0
+
+
+class ComeBackIn(ConnectionError):
+    """A 503 whose ``Retry-After`` asks for one second."""
+
+    retry_after = 1.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("form", ["call", "block"])
+async def test_a_retry_after_retry_is_charged_when_it_is_sent(form: str) -> None:
+    """The budget that pays for a ``Retry-After`` retry is the one of the moment it is sent:
+    empty when the server said "come back in 1 s", it has room again 1 s later (the
+    withdrawal left its 0.5 s window), so the retry goes out and succeeds."""
+    budget = asyncres.RetryBudget(min_per_second=2.0, ttl=0.5, clock=anyio.current_time)
+    assert drain(budget) == 1  # empty now
+    calls: list[float] = []
+
+    async def dependency() -> str:
+        calls.append(anyio.current_time())
+        if len(calls) == 1:
+            raise ComeBackIn("busy")
+        return "ok"
+
+    retry = asyncres.Retry(on=ComeBackIn, max_attempts=2, budget=budget)
+    start = anyio.current_time()
+    if form == "call":
+        assert await retry.call(dependency) == "ok"
+    else:
+        async for attempt in retry.attempts():
+            with attempt:
+                await dependency()
+    assert [round(t - start, 3) for t in calls] == [0.0, 1.0]
+    assert budget.statistics().refused == 1  # only the drain's probe above
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("form", ["call", "block"])
+async def test_a_retry_after_retry_still_empty_at_send_time_gives_up(form: str) -> None:
+    """Still no room when the wait is over: the retry gives up with the server's error
+    (noted, `RetryBudgetExhausted` emitted) and the dependency is not called again."""
+    budget = asyncres.RetryBudget(min_per_second=1.0, ttl=10.0, clock=anyio.current_time)
+    drain(budget)
+    events: list[asyncres.events.Event] = []
+    calls = 0
+
+    async def dependency() -> str:
+        nonlocal calls
+        calls += 1
+        raise ComeBackIn("busy")
+
+    retry = asyncres.Retry(on=ComeBackIn, max_attempts=3, budget=budget, listeners=[events.append])
+    start = anyio.current_time()
+    with pytest.raises(ComeBackIn) as caught:
+        if form == "call":
+            await retry.call(dependency)
+        else:
+            async for attempt in retry.attempts():
+                with attempt:
+                    await dependency()
+    assert calls == 1
+    assert anyio.current_time() - start == pytest.approx(1.0)
+    assert "gave up after 1 attempt (the retry budget is exhausted)" in str(caught.value.__notes__)
+    exhausted = [e for e in events if isinstance(e, asyncres.events.RetryBudgetExhausted)]
+    assert len(exhausted) == 1
+    assert exhausted[0].attempts_made == 1

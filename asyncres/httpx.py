@@ -134,13 +134,16 @@ def _default_breaker(host: str) -> CircuitBreaker:
     # For hard outages only: a brownout (some requests fail) is the retry budget's and the
     # throttle's to handle; a failure rate near the brownout's would open the circuit on
     # requests that a retry would have saved. Recovery: the core default (0.25 s, 0.5 s,
-    # then a probe a second).
+    # then a probe a second). Up to 10 probes at once (Resilience4j's default): a hard
+    # outage refuses each in microseconds, so they rarely overlap, while a dependency that
+    # came back slow (a database serving 1.5 s statements) gets its capacity used during
+    # the first probe instead of one request per probe time.
     return CircuitBreaker(
         failure_threshold=20,
         failure_rate=0.9,
         window=10.0,
         min_calls=20,
-        half_open_max_calls=1,
+        half_open_max_calls=10,
         name=f"http {host}",
     )
 

@@ -547,6 +547,56 @@ async def test_default_breaker_opens_after_twenty_consecutive_failures() -> None
     assert len(script.requests) == 220
 
 
+async def test_default_breaker_uses_a_slow_dependency_while_its_first_probe_is_out() -> None:
+    """After an outage the dependency comes back slow (1.5 s a request, 8 at a time): the
+    half-open breaker lets up to 10 probes go at once, so the dependency's capacity is used
+    while the first probe is out — not one request per probe time."""
+    down = True
+    running = peak = 0
+    sent: list[float] = []
+
+    async def dependency(request: httpx.Request) -> httpx.Response:
+        nonlocal running, peak
+        if down:
+            raise httpx.ConnectError("refused")
+        sent.append(anyio.current_time())
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(1.5)
+        running -= 1
+        return httpx.Response(200)
+
+    policy = standard_policy(max_attempts=1)
+    transport = ResilientTransport(httpx.MockTransport(dependency), policy=policy)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc.test") as client:
+        for _ in range(20):
+            with pytest.raises(httpx.ConnectError):
+                await client.get("/a")
+        with pytest.raises(asyncres.CircuitOpenError):
+            await client.get("/a")
+        down = False
+        await anyio.sleep(2.0)  # past the recovery time: the next calls are probes
+        statuses: list[int | str] = []
+
+        async def call() -> None:
+            try:
+                statuses.append((await client.get("/a")).status_code)
+            except asyncres.CircuitOpenError:
+                statuses.append("rejected")
+
+        start = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            for _ in range(40):  # 40 requests/s for one second
+                tg.start_soon(call)
+                await anyio.sleep(0.025)
+    # The first ten calls all go out at once; beyond them, a probe pending for a whole
+    # recovery delay (0.25 s after the first opening) lets one more through now and then.
+    assert [round(t - start, 3) for t in sent[:10]] == [round(i * 0.025, 3) for i in range(10)]
+    assert 10 <= peak <= 14, peak
+    assert statuses.count(200) == len(sent)
+    assert statuses.count("rejected") == 40 - len(sent)
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._service import PROTECTIONS
+
 __all__ = ["LiveView"]
 
 
@@ -46,7 +48,7 @@ class LiveView:
             "sent to backend",
             "reached",
             "fast-fail",
-            "abandoned by backend",
+            "server shed/expired/cancelled",
             "breaker",
         ):
             table.add_column(column, justify="left" if column in ("client", "breaker") else "right")
@@ -67,7 +69,7 @@ class LiveView:
                 str(row["sent"]),
                 str(row["reached"]),
                 str(row["rejected"]),
-                str(row["abandoned"]),
+                "/".join(str(row[key]) for key in PROTECTIONS),
                 row["breaker"] if name == "protected" else "(none)",
             )
         return table

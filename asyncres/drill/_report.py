@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ._service import PROTECTIONS
+
 __all__ = ["summary_table", "write_chart", "write_json"]
 
 COLOURS = {"naive": "#d62728", "protected": "#1f77b4"}
@@ -80,7 +82,9 @@ def summary_table(report: dict[str, Any]) -> Any:
 
     table = Table(
         title="asyncres drill — per phase (sent/offered: load on the backend; reached: "
-        "requests the service saw; abandoned: work it stopped when the client's budget ran out)",
+        "requests the service saw; server shed/expired/cancelled: what the protected "
+        "backend's asyncres.asgi.protect did — shed with 503 + Retry-After, answered 504 on "
+        "arrival with no budget left, stopped at the caller's deadline)",
         title_justify="left",
     )
     for column, justify in [
@@ -93,7 +97,7 @@ def summary_table(report: dict[str, Any]) -> Any:
         ("p99 ms", "right"),
         ("sent/offered", "right"),
         ("reached", "right"),
-        ("abandoned", "right"),
+        ("server shed/expired/cancelled", "right"),
     ]:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for phase in report["phases"]:
@@ -109,7 +113,7 @@ def summary_table(report: dict[str, Any]) -> Any:
                 _num(row["p99_ms"]),
                 "—" if row["amplification"] is None else f"{row['amplification']:.2f}x",
                 str(row["reached_backend"]),
-                str(row["backend_abandoned"]),
+                "/".join(str(row[f"backend_{key}"]) for key in PROTECTIONS),
             )
         table.add_section()
     return table

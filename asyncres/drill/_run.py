@@ -33,7 +33,7 @@ from ._faults import (
 )
 from ._metrics import FAILED, OK, REJECTED, UNFINISHED, Recorder, summarize, window
 from ._schedule import check_schedule
-from ._service import CLIENTS, ServiceFaults, serve
+from ._service import CLIENTS, PROTECTIONS, ServiceFaults, serve
 
 __all__ = ["DrillOptions", "run_drill"]
 
@@ -108,7 +108,7 @@ class _Admin:
         response.raise_for_status()
         data: dict[str, dict[str, Any]] = response.json()
         for counters in data.values():
-            for key in ("reached", "abandoned"):
+            for key in ("reached", *PROTECTIONS):
                 counters[key] = Counter({int(k): v for k, v in counters[key].items()})
         return data
 
@@ -189,7 +189,7 @@ async def _drive(
         recorders,
         {name: counters[name].sent for name in CLIENTS},
         {name: backend[name]["reached"] for name in CLIENTS},
-        {name: backend[name]["abandoned"] for name in CLIENTS},
+        {name: {key: backend[name][key] for key in PROTECTIONS} for name in CLIENTS},
         options.rate,
     )
     for name in CLIENTS:
@@ -332,7 +332,10 @@ async def _traffic(
         for index in range(total):
             at = started + index / options.rate
             await anyio.sleep(max(0.0, at - time.monotonic()))
-            tg.start_soon(_one, get, recorder, f"/item/{rng.randrange(1000)}", started, deadline)
+            # ``n`` numbers the request alike for both clients: the service draws its random
+            # faults per (n, attempt), so both clients' n-th requests meet the same ones.
+            path = f"/item/{rng.randrange(1000)}?n={index}"
+            tg.start_soon(_one, get, recorder, path, started, deadline)
 
 
 async def _one(get: Get, recorder: Recorder, path: str, started: float, deadline: float) -> None:
@@ -394,7 +397,7 @@ async def _ticker(
                 "reached": window(counts.get("reached", Counter()), start, end),
                 "rejected": sum(1 for s in samples if s[2] == REJECTED),
                 "breaker": recorder.breaker[-1][1] if recorder.breaker else "closed",
-                "abandoned": window(counts.get("abandoned", Counter()), start, end),
+                **{key: window(counts.get(key, Counter()), start, end) for key in PROTECTIONS},
             }
         on_tick(snapshot)
         if schedule_done.is_set() and all(r.in_flight == 0 for r in recorders.values()):

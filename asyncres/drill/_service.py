@@ -6,14 +6,19 @@ Both receive identical faults, set by the drill through ``POST /_drill/faults``;
 reads the counters with ``GET /_drill/stats``. Its own process (one core for the clients,
 one for the service) keeps the service from starving the clients' event loop.
 
-The service is written the asyncres way: it reads the client's remaining budget from the
-``Request-Timeout`` header and stops working when it runs out (the backend side of a
-timeout), and its database pool is an `asyncres.db.GuardedPool`, which refuses overflow
-quickly with a 503 instead of queueing without bound.
+Both backends keep their database in an `asyncres.db.GuardedPool`, which refuses overflow
+quickly with a 503 instead of queueing without bound. The naive client's backend is the plain
+service; the protected client's runs behind `asyncres.asgi.protect` (the backend side of the
+call): it reads the caller's remaining budget from ``Request-Timeout`` and stops the work when
+it runs out, sheds what it cannot serve in time with 503 + ``Retry-After`` (the Shedder's
+limit is the pool's size, so requests wait in its LIFO + CoDel queue, not in the pool's), and
+counts what fired: shed, expired on arrival, cancelled at the deadline.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import random
@@ -28,6 +33,7 @@ import anyio
 
 import asyncres
 
+from ..asgi import Protected, protect
 from ._faults import CapacityBucket
 
 #: Counters count per 1/TICKS of a second.
@@ -39,9 +45,13 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-#: How long the service works on a request that carries no budget header.
-DEFAULT_BUDGET = 30.0
 ITEMS = 1000
+#: The database pool of each backend: connections, and requests it queues beyond them.
+POOL_SIZE = 8
+POOL_QUEUE = 16
+#: What the server-side protections count, per tick: requests shed by the Shedder, answered
+#: 504 because they arrived with no budget left, and stopped at the caller's deadline.
+PROTECTIONS = ("shed", "expired", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +86,27 @@ class Backend:
     started: float = 0.0
     #: Requests that reached the service, per tenth of a second since the drill began.
     reached: Counter[int] = field(default_factory=Counter)
-    #: Requests abandoned by the service when the client's budget ran out.
-    abandoned: Counter[int] = field(default_factory=Counter)
+    #: What the server-side protections did (`PROTECTIONS`), per tenth of a second.
+    fired: dict[str, Counter[int]] = field(
+        default_factory=lambda: {key: Counter() for key in PROTECTIONS}
+    )
+    #: The ASGI app serving this backend's requests (set by `DrillService`).
+    app: Any = None
+    #: The protections' totals already counted into ``fired``.
+    seen: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROTECTIONS, 0))
     in_flight: int = 0
     max_in_flight: int = 0
     #: The overload's capacity while an `Overload` is on (`ServiceFaults.capacity`).
     bucket: CapacityBucket | None = None
+
+    def count_fired(self, now: float) -> None:
+        """Add what the protections did since the last call to the tick of ``now``."""
+        totals = _fired(self.app)
+        tick = int((now - self.started) * TICKS)
+        for key, total in totals.items():
+            if total > self.seen[key]:
+                self.fired[key][tick] += total - self.seen[key]
+                self.seen[key] = total
 
     def admit(self, now: float) -> bool:
         """Whether the capacity left serves one more request now."""
@@ -93,7 +118,12 @@ class DrillService:
 
     def __init__(self, backends: dict[str, Backend], seed: int) -> None:
         self.backends = backends
-        self.rng = random.Random(seed)
+        for backend in backends.values():
+            app: Any = _BackendApp(backend, seed)
+            if backend.name == "protected":
+                health = functools.partial(backend.pool.health, deep=True)
+                app = protect(app, limit=POOL_SIZE, checks={"db": health})
+            backend.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # pragma: no cover - lifespan is off
@@ -112,9 +142,10 @@ class DrillService:
         backend.in_flight += 1
         backend.max_in_flight = max(backend.max_in_flight, backend.in_flight)
         try:
-            await self._serve(backend, scope, headers, send, now, second)
+            await backend.app(scope, receive, send)
         finally:
             backend.in_flight -= 1
+            backend.count_fired(time.monotonic())
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The drill's control channel: set faults, read counters."""
@@ -140,7 +171,7 @@ class DrillService:
             stats = {
                 name: {
                     "reached": dict(backend.reached),
-                    "abandoned": dict(backend.abandoned),
+                    **{key: dict(counts) for key, counts in backend.fired.items()},
                     "in_flight": backend.in_flight,
                     "max_in_flight": backend.max_in_flight,
                 }
@@ -150,16 +181,43 @@ class DrillService:
         else:
             await _reply(send, 404, {"error": "unknown admin route"})
 
-    async def _serve(
-        self,
-        backend: Backend,
-        scope: Scope,
-        headers: dict[str, str],
-        send: Send,
-        now: float,
-        second: int,
-    ) -> None:
+
+def _fired(app: Any) -> dict[str, int]:
+    """The protections' totals so far (all zero for the plain service)."""
+    if not isinstance(app, Protected):
+        return dict.fromkeys(PROTECTIONS, 0)
+    deadline = app.deadline.statistics()
+    return {
+        "shed": sum(app.shedder.statistics().shed.values()),
+        "expired": deadline.expired_on_arrival,
+        "cancelled": deadline.cancelled,
+    }
+
+
+class _BackendApp:
+    """One backend's service: the faults in force, then an item read from its database."""
+
+    def __init__(self, backend: Backend, seed: int) -> None:
+        self.backend = backend
+        self.key = str(seed).encode()
+        self.rng = random.Random(seed)
+        #: Attempts seen per request number (``?n=`` in the query string).
+        self.attempts: Counter[bytes] = Counter()
+
+    def _draw(self, scope: Scope) -> float:
+        """A number in [0, 1) for this attempt: the same for the same (request, attempt) at
+        every backend, so random faults hit both clients alike; else from the seeded rng."""
+        query: bytes = scope.get("query_string", b"")
+        if not query.startswith(b"n="):
+            return self.rng.random()
+        self.attempts[query] += 1
+        digest = hashlib.blake2b(b"%s:%d" % (query, self.attempts[query]), key=self.key)
+        return int.from_bytes(digest.digest()[:7]) / float(1 << 56)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        backend = self.backend
         faults = backend.faults
+        now = time.monotonic()
         if faults.error_period:
             window = int((now - backend.phase_started) / faults.error_period)
             if window % 2 == 0:
@@ -170,20 +228,19 @@ class DrillService:
                     [(b"retry-after", str(faults.retry_after).encode())],
                 )
                 return
-        if faults.brownout and self.rng.random() < faults.brownout:
+        if faults.brownout and self._draw(scope) < faults.brownout:
             await _reply(send, 503, {"error": "brownout"})
             return
         if not backend.admit(now):
             await _reply(send, 503, {"error": "overloaded"})
             return
-        budget = _budget(headers.get("request-timeout"))
         item = _item_id(scope["path"])
         try:
-            # The backend side of the client's timeout: no work past the client's budget.
-            with asyncres.timeout(budget):
-                row = await backend.pool.run(_read_item, item, faults.slow_db)
+            row = await backend.pool.run(_read_item, item, backend)
         except asyncres.TimeoutExceededError:
-            backend.abandoned[second] += 1
+            # The pool's guard saw the caller's budget (the Deadline's scope) run out first.
+            backend.fired["cancelled"][int((time.monotonic() - backend.started) * TICKS)] += 1
+            # (counted here: the Deadline sees the app answer, not its own scope firing)
             await _reply(send, 504, {"error": "budget exhausted"})
             return
         except asyncres.RejectedError as exc:
@@ -199,7 +256,10 @@ class DrillService:
         await _reply(send, 200, {"id": item, "name": row[0], "views": row[1]})
 
 
-async def _read_item(conn: Any, item: int, slow: float) -> tuple[str, int]:
+async def _read_item(conn: Any, item: int, backend: Backend) -> tuple[str, int]:
+    # The slowdown in force when the statement starts (not when the request arrived): a
+    # statement that started slow finishes slow; the ones after the recovery are fast.
+    slow = backend.faults.slow_db
     if slow:
         await anyio.sleep(slow)  # a slow statement: the connection stays checked out
     await conn.execute("UPDATE items SET views = views + 1 WHERE id = ?", (item,))
@@ -221,18 +281,6 @@ async def create_schema(pool: Any) -> None:
         )
 
     await pool.run(setup)
-
-
-def _budget(header: str | None) -> float:
-    if header is None:
-        return DEFAULT_BUDGET
-    try:
-        value = float(header)
-    except ValueError:
-        return DEFAULT_BUDGET
-    if not math.isfinite(value) or value < 0:
-        return DEFAULT_BUDGET
-    return min(value, DEFAULT_BUDGET)
 
 
 def _item_id(path: str) -> int:
@@ -285,8 +333,8 @@ async def _serve_forever(connection: Any, folder: Path, seed: int) -> None:
                 db.sqlite(
                     backend.database,
                     min_size=2,
-                    max_size=8,
-                    max_queued=16,
+                    max_size=POOL_SIZE,
+                    max_queued=POOL_QUEUE,
                     acquire_timeout=1.0,
                     name=f"drill {backend.name}",
                 )

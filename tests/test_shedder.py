@@ -3,12 +3,15 @@ backends, virtual clocks) and on real servers (uvicorn on asyncio, hypercorn on 
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from asgi_calls import Message, call, headers, status
 from servers import running_server
@@ -16,6 +19,11 @@ from servers import running_server
 import asyncres
 import asyncres.httpx
 from asyncres.asgi import Deadline, Health, Shedder, protect
+
+LOAD_GENERATOR = Path(__file__).with_name("load_generator.py")
+PYTHONPATH = os.pathsep.join(
+    filter(None, [str(LOAD_GENERATOR.parent.parent), os.environ.get("PYTHONPATH")])
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -439,18 +447,18 @@ def starlette_app(work: float) -> Any:
 async def test_real_servers_shed_overload_and_keep_health_fast(
     server: tuple[Any, Any], flavour: str
 ) -> None:
-    """3 x capacity through httpx over ResilientTransport (one attempt): the overflow is shed
-    with 503 + Retry-After, goodput stays near capacity, no admitted request waits past the
-    burst allowance, /healthz answers in < 10 ms meanwhile, and no request is left in the
-    shedder."""
+    """3 x capacity through httpx over ResilientTransport (one attempt), from a process of
+    its own: the overflow is shed with 503 + Retry-After, the admitted requests' p99 stays
+    within 2 x the unloaded p99, goodput near capacity, /healthz answers in < 10 ms
+    meanwhile, and no request is left in the shedder."""
     kind, loop = server
     work, slots = 0.05, 4  # 80 requests/s
     app = starlette_app(work) if flavour == "starlette" else WorkApp(work=work)
-    # The burst allowance (`interval`) set to half the app's latency: this load generator
-    # shares the process (and the GIL) with the server, and each of its stalls is a lull
-    # after which a new burst may wait `interval` (100 ms by default, 2 x this app's work).
+    # The burst allowance (`interval`) set to half the app's latency: after any lull in the
+    # arrivals a new burst may wait `interval` (100 ms by default, 2 x this app's work).
     protected = protect(app, limit=slots, interval=0.025, checks={"self": Check()})
     served: list[tuple[float, float]] = []  # server side: (arrival, time to the response)
+    health_times: list[float] = []  # server side: /healthz, arrival to response
 
     async def timed(scope: Any, receive: Any, send: Any) -> None:
         begin = time.monotonic()
@@ -462,70 +470,56 @@ async def test_real_servers_shed_overload_and_keep_health_fast(
             await send(message)
 
         await protected(scope, receive, watched)
-        if answer == [200] and scope.get("path") == "/items/7":
-            served.append((begin - start_at, time.monotonic() - begin))
+        if answer == [200]:
+            took = time.monotonic() - begin
+            if scope.get("path") == "/items/7":
+                served.append((begin, took))
+            elif scope.get("path") == "/healthz":
+                health_times.append(took)
 
-    policy = asyncres.httpx.standard_policy(max_attempts=1, breaker=False, bulkhead=False)
-    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
     with running_server(timed, kind=kind, loop=loop) as running:
-        inner = httpx.AsyncHTTPTransport(limits=limits)
-        transport = asyncres.httpx.ResilientTransport(inner, policy=policy)
-        async with httpx.AsyncClient(transport=transport, base_url=running.url) as client:
-
-            async def burst(rate: float, seconds: float) -> tuple[list[float], list[Any]]:
-                ok: list[tuple[float, float]] = []
-                shed: list[Any] = []
-
-                async def one() -> None:
-                    start = time.monotonic()
-                    response = await client.get("/items/7", headers={"Request-Timeout": "5"})
-                    if response.status_code == 200:
-                        ok.append((start - start_at, time.monotonic() - start))
-                    else:
-                        shed.append(response)
-
-                async with anyio.create_task_group() as tg:
-                    for index in range(int(rate * seconds)):
-                        tg.start_soon(one)
-                        await anyio.sleep(max(0.0, start_at + index / rate - time.monotonic()))
-                return sorted(ok), shed
-
-            start_at = time.monotonic()
-            await burst(20.0, 2.0)
-            unloaded_server, served[:] = list(served), []
-            health_times: list[float] = []
-
-            async def probe() -> None:
-                for _ in range(20):  # bounded: 20 probes over the overload
-                    await anyio.sleep(0.1)
-                    begin = time.monotonic()
-                    response = await client.get("/healthz")
-                    health_times.append(time.monotonic() - begin)
-                    assert response.status_code == 200
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(probe)
-                start_at = time.monotonic()
-                loaded, shed = await burst(240.0, 2.5)
+        # The load comes from a process of its own: sharing this one's GIL with the server,
+        # its own stalls showed up as the server's latency (hypercorn-trio's p99 at 2.5-2.9 x).
+        await load(running.url, 20.0, 2.0)
+        unloaded_server, served[:] = list(served), []
+        run = await load(running.url, 240.0, 2.5, probe="/healthz")
+    requests, probes = run["requests"], run["probes"]
+    served = [(begin - run["started"], took) for begin, took in served]
+    loaded = [(start, latency) for start, latency, code, _ in requests if code == 200]
+    shed = [(code, retry_after) for _, _, code, retry_after in requests if code != 200]
 
     def p99(samples: list[tuple[float, float]], after: float = 0.0) -> float:
         values = sorted(latency for started, latency in samples if started >= after)
         return values[int(len(values) * 0.99)]
 
     assert shed
-    assert all(r.status_code == 503 and r.headers["retry-after"] for r in shed)
-    # The 2 x p99 bound is asserted in process (virtual clock) above. Here the load generator
-    # shares the process and the GIL with the server: under CI's load, hypercorn-trio's loop
-    # stalls put its p99 at 2.5-2.9 x the unloaded one whatever the queue does (measured),
-    # so over TCP this checks what the Shedder controls: no admitted request waits past the
-    # 25 ms burst allowance, plus 100 ms of scheduling slack.
-    bound = work + 0.025 + 0.1
-    assert p99(served, 0.5) <= bound, (p99(served, 0.5), p99(unloaded_server))
-    assert max(latency for _, latency in served) <= bound + 0.05
+    assert all(code == 503 and retry_after for code, retry_after in shed), shed
+    # Past the first half second (the burst allowance and the adaptive start), the admitted
+    # requests' p99 at 3 x capacity stays within twice the unloaded p99.
+    assert p99(served, 0.5) <= 2 * p99(unloaded_server), (p99(served, 0.5), p99(unloaded_server))
     assert len(loaded) >= 0.7 * (slots / work) * 2.5  # goodput: 80 requests/s of capacity
-    assert sorted(health_times)[len(health_times) // 2] < 0.01, health_times
+    assert len(probes) == 20
+    assert all(code == 200 for _, code in probes), probes
+    # Answered in < 10 ms by the server (median) while the app is saturated; the client's
+    # view adds its own loop, busy with 240 requests/s, so it gets a looser bound.
+    health_times.sort()
+    assert len(health_times) == 21  # the 20 probes and the generator's warm-up request
+    assert health_times[len(health_times) // 2] < 0.01, health_times
+    client_view = sorted(latency for latency, _ in probes)
+    assert client_view[len(client_view) // 2] < 0.05, client_view
     stats = protected.shedder.statistics()
     assert (stats.in_flight, stats.queued) == (0, 0)
     # Every 503 the client saw was counted (CI once counted one shed more than arrived: not
     # explained yet, see the stop note).
     assert sum(stats.shed.values()) >= len(shed)
+
+
+async def load(url: str, rate: float, seconds: float, probe: str | None = None) -> dict[str, Any]:
+    """Run tests/load_generator.py against ``url``/items/7 and return what it measured."""
+    command = [sys.executable, str(LOAD_GENERATOR), url, "/items/7", str(rate), str(seconds)]
+    if probe is not None:
+        command += ["--probe", probe]
+    with anyio.fail_after(seconds + 30.0):
+        done = await anyio.run_process(command, env={**os.environ, "PYTHONPATH": PYTHONPATH})
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result

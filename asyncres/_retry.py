@@ -247,9 +247,8 @@ class Retry(PolicyFaces):
                 return result
             await anyio.sleep(wait)  # a checkpoint even when the wait is zero
             if not state.charge(error):
-                if error is not None:
-                    raise error
-                return result
+                assert error is not None  # only an error's Retry-After defers the charge
+                raise error
 
 
 class _RetryState:
@@ -286,9 +285,9 @@ class _RetryState:
         if self._delays is None:
             self._delays = retry._backoff.delays(retry._rng)
         wait = next(self._delays)
-        asked = isinstance(hint, int | float) and hint > wait
-        if asked:
-            wait = float(hint)  # type: ignore[arg-type]
+        asked = False  # the server said when to come back
+        if isinstance(hint, int | float) and hint > wait:
+            wait, asked = float(hint), True
         if testing is not None:
             wait = 0.0
         left = remaining()
@@ -317,7 +316,8 @@ class _RetryState:
             return True
         self._charge_later = False
         budget = self.retry._budget
-        if budget is None or budget.try_withdraw():
+        assert budget is not None  # set by decide() only with a budget
+        if budget.try_withdraw():
             return True
         self.attempt -= 1
         self._give_up(error, "budget", RetryBudgetExhausted)

@@ -18,7 +18,7 @@ from asyncio_only import asyncio_test
 from asyncres import db
 from asyncres.asgi import Protected
 from asyncres.drill._metrics import SETTLE, judged_until
-from asyncres.drill._service import CLIENTS, Backend, DrillService, ServiceFaults, create_schema
+from asyncres.drill._service import CLIENTS, Backend, DrillService, create_schema
 
 
 @contextlib.asynccontextmanager
@@ -118,4 +118,3 @@ def test_a_phase_is_judged_without_its_last_second_unless_it_is_short() -> None:
     assert judged_until(10.0, 18.0) == 18.0 - SETTLE
     assert judged_until(10.0, 10.0 + 2 * SETTLE) == 10.0 + SETTLE
     assert judged_until(10.0, 11.5) == 11.5
-    assert ServiceFaults().slow_db == 0.0

@@ -238,9 +238,9 @@ class _BackendApp:
         try:
             row = await backend.pool.run(_read_item, item, backend)
         except asyncres.TimeoutExceededError:
-            # The pool's guard saw the caller's budget (the Deadline's scope) run out first.
+            # The pool's guard saw the caller's budget run out first and raised; the Deadline
+            # then sees an answer, not its scope firing, so the cancellation is counted here.
             backend.fired["cancelled"][int((time.monotonic() - backend.started) * TICKS)] += 1
-            # (counted here: the Deadline sees the app answer, not its own scope firing)
             await _reply(send, 504, {"error": "budget exhausted"})
             return
         except asyncres.RejectedError as exc:

@@ -506,13 +506,20 @@ async def test_real_servers_shed_overload_and_keep_health_fast(
     assert len(loaded) >= 0.7 * (slots / work) * 2.5  # goodput: 80 requests/s of capacity
     assert len(probes) == 20
     assert all(code == 200 for _, code in probes), probes
-    # Answered in < 10 ms by the server (median) while the app is saturated; the client's
-    # view adds its own loop, busy with 240 requests/s, so it gets a looser bound.
+    # Answered in < 10 ms by the server (median) while the app is saturated. The client's
+    # view adds two loops busy with 240 requests/s (the generator's and the server's HTTP
+    # parsing; CI once measured a 117 ms median for it on two cores), so it is judged against
+    # the admitted requests' view, which carries the same overhead: a probe queued behind the
+    # work would take at least as long as they do.
     health_times.sort()
     assert len(health_times) == 21  # the 20 probes and the generator's warm-up request
     assert health_times[len(health_times) // 2] < 0.01, health_times
     client_view = sorted(latency for latency, _ in probes)
-    assert client_view[len(client_view) // 2] < 0.05, client_view
+    admitted_view = sorted(latency for _, latency in loaded)
+    assert client_view[len(client_view) // 2] < admitted_view[len(admitted_view) // 2], (
+        client_view,
+        admitted_view[len(admitted_view) // 2],
+    )
     stats = protected.shedder.statistics()
     assert (stats.in_flight, stats.queued) == (0, 0)
     # Every 503 the client saw was counted (CI once counted one shed more than arrived: not

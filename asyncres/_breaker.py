@@ -31,6 +31,7 @@ from ._events import Listener
 from ._health_metrics import CountWindow, HealthMetrics, TimeWindow
 from ._matching import ErrorFilter
 from ._policy import PolicyFaces
+from ._registry import track
 from ._setting import Setting
 
 __all__ = ["CircuitBreaker", "CircuitBreakerStatistics", "CircuitState"]
@@ -91,6 +92,7 @@ class CircuitBreaker(PolicyFaces):
     """
 
     __slots__ = (
+        "__weakref__",
         "_controller",
         "_exclude",
         "_failure_rate",
@@ -196,6 +198,7 @@ class CircuitBreaker(PolicyFaces):
         else:
             metrics = CountWindow(int(config.window))
         self._controller = CircuitStateController(config, metrics, self)
+        track("circuit_breaker", self, config.name)
 
     def __repr__(self) -> str:
         parts = []

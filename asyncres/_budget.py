@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import anyio
 
 from . import _validation
+from ._registry import track
 from ._setting import Setting
 
 __all__ = ["RetryBudget", "RetryBudgetStatistics"]
@@ -82,6 +83,7 @@ class RetryBudget:
     """
 
     __slots__ = (
+        "__weakref__",
         "_clock",
         "_deposit_total",
         "_deposits",
@@ -123,6 +125,7 @@ class RetryBudget:
         min_per_second: float = 2.0,
         ttl: float = 10.0,
         clock: Callable[[], float] | None = None,
+        name: str | None = None,
     ) -> None:
         if ratio is not None:
             ratio = _validation.ratio("ratio", ratio)
@@ -158,6 +161,7 @@ class RetryBudget:
         self._overloaded_until = -math.inf
         self._pending = 0
         self._refused = 0
+        track("retry_budget", self, name)
 
     def __repr__(self) -> str:
         if self._ratio is not None:

@@ -39,6 +39,7 @@ from . import _validation
 from ._events import Listener
 from ._exceptions import BulkheadFullError
 from ._policy import PolicyFaces
+from ._registry import track
 from ._setting import Setting
 from ._waiters import REJECTION_REASONS, QueueOwner, WaiterQueue
 
@@ -98,6 +99,7 @@ class Bulkhead(QueueOwner, PolicyFaces):
     """
 
     __slots__ = (
+        "__weakref__",
         "_free",
         "_listeners",
         "_max_concurrent",
@@ -130,6 +132,7 @@ class Bulkhead(QueueOwner, PolicyFaces):
         self._max_queued = _validation.count("max_queued", max_queued, minimum=0)
         self._queue_timeout = _validation.optional_limit("queue_timeout", queue_timeout)
         self._name = name
+        track("bulkhead", self, name)
         listeners = _validation.listeners(listeners)
         self._listeners = listeners
         # Free permits. Invariant: _free > 0 only when the queue is empty (a release hands

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from . import _validation
+from . import _telemetry, _validation
 
 __all__ = [
     "CallRejected",
@@ -264,6 +264,9 @@ def emit(local: Iterable[Listener], event: Event) -> None:
         _deliver(listener, event)
     for listener in _global_listeners:
         _deliver(listener, event)
+    hooks = _telemetry.hooks
+    if hooks is not None:
+        _deliver(hooks.event, event)
 
 
 def _deliver(listener: Listener, event: Event) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from . import _validation
+from . import _telemetry, _validation
 from ._backend import AbstractEventLoop, TimerHandle, trio_module
 from ._backend import running_loop as _get_running_loop
 from ._clock import current_time
@@ -23,6 +23,7 @@ from ._events import HedgeLaunched, Listener, emit
 from ._matching import ErrorFilter, matcher
 from ._policy import PolicyFaces
 from ._setting import Setting
+from ._telemetry import observed
 
 __all__ = ["Hedge"]
 
@@ -260,6 +261,12 @@ class _Race(Generic[T]):
 
     def invoke(self, attempt: int) -> Awaitable[T]:
         fns = self.fns
+        hooks = _telemetry.hooks
+        if hooks is not None:  # a hedge's span: attempt 0 belongs to the caller's
+            name = self.hedge._name
+            if fns is None:
+                return observed(hooks, "hedge", name, attempt, self.fn, *self.args, **self.kwargs)
+            return observed(hooks, "hedge", name, attempt, fns[attempt % len(fns)])
         if fns is None:
             return self.fn(*self.args, **self.kwargs)
         return fns[attempt % len(fns)]()
@@ -397,8 +404,12 @@ class _Race(Generic[T]):
         if self.done or self.tg.cancel_scope.cancel_called:
             return
         now = current_time()
-        if now >= self.next_at:  # not moved by a failure since the timer fired
+        # asyncio runs a timer up to its clock's resolution early (a virtual clock rounds
+        # too): within a microsecond of `next_at` is on time, not a timer moved later.
+        if now >= self.next_at - 1e-6:
             self.launch(now)
+        elif self.handle is None:  # early by more: wait for the rest
+            self._rearm()
 
     async def _trio_timer(self) -> None:
         trio = trio_module()

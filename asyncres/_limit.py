@@ -54,6 +54,7 @@ from ._events import LimitChanged, Listener, emit
 from ._exceptions import LimitExceededError, RejectedError
 from ._matching import ErrorFilter, matcher
 from ._policy import PolicyFaces
+from ._registry import track
 from ._setting import Setting
 from ._waiters import REJECTION_REASONS, QueueOwner, WaiterQueue
 
@@ -119,6 +120,7 @@ class AdaptiveLimit(QueueOwner, PolicyFaces):
     """
 
     __slots__ = (
+        "__weakref__",
         "_algorithm",
         "_backoff_ratio",
         "_clock",
@@ -231,6 +233,7 @@ class AdaptiveLimit(QueueOwner, PolicyFaces):
         self._drop_match = matcher(drop_on, "drop_on")
         self._exclude_match = matcher(exclude, "exclude")
         self._name = name
+        track("adaptive_limit", self, name)
         listeners = _validation.listeners(listeners)
         self._listeners = listeners
         if clock is not None and not callable(clock):

@@ -7,12 +7,13 @@ import math
 import random
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import anyio
 
-from . import _testing_state, _validation
+from . import _telemetry, _testing_state, _validation
 from ._backoff import Backoff, FullJitter
 from ._budget import _FOLD_EVERY, RetryBudget
 from ._deadline import DeadlineScope, remaining
@@ -123,7 +124,7 @@ class Retry(PolicyFaces):
             raise ValueError(f"`backoff` must have a delays() method, got {backoff!r}")
         self._backoff = backoff
         if budget is _DEFAULT_BUDGET:
-            budget = RetryBudget()
+            budget = RetryBudget(name=name)
         elif budget is not None and not isinstance(budget, RetryBudget):
             raise ValueError(f"`budget` must be a RetryBudget or None, got {budget!r}")
         self._budget = budget
@@ -148,7 +149,7 @@ class Retry(PolicyFaces):
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)``, retrying as configured."""
-        if self._slow:
+        if self._slow or _telemetry.hooks is not None:
             return await self._call_slow(fn, args, kwargs)
         try:
             result = await fn(*args, **kwargs)
@@ -168,21 +169,50 @@ class Retry(PolicyFaces):
     async def _call_slow(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
-        """``call`` with a total timeout or an ``on_result`` predicate."""
+        """``call`` with a total timeout, an ``on_result`` predicate or telemetry."""
+        hooks = _telemetry.hooks
+        if hooks is not None:
+            with hooks.call("retry", self._name):
+                return await self._call_observed(hooks, fn, args, kwargs)
         if self._timeout is not None:
             with DeadlineScope(self._timeout, math.inf):
                 return await self._retry_loop(fn, args, kwargs)
         return await self._retry_loop(fn, args, kwargs)
+
+    async def _call_observed(
+        self,
+        hooks: _telemetry.Hooks,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        """``call`` with each attempt inside ``hooks.attempt``."""
+        name = self._name
+        number = 0
+
+        async def attempt(*args: Any, **kwargs: Any) -> T:
+            nonlocal number
+            number += 1
+            with hooks.attempt("retry", name, number):
+                return await fn(*args, **kwargs)
+
+        if self._timeout is not None:
+            with DeadlineScope(self._timeout, math.inf):
+                return await self._retry_loop(attempt, args, kwargs)
+        return await self._retry_loop(attempt, args, kwargs)
 
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate an async function: every call is retried as configured."""
         if self._slow:
             return super().__call__(fn)
         retry_loop = self._retry_loop
+        call_slow = self._call_slow
         budget = self._budget
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            if _telemetry.hooks is not None:
+                return await call_slow(fn, args, kwargs)
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
@@ -386,7 +416,7 @@ class Attempt:
     with its note. Leaving the block without an error ends the loop.
     """
 
-    __slots__ = ("_attempts", "_scope", "number")
+    __slots__ = ("_attempts", "_observer", "_scope", "number")
 
     __module__ = "asyncres"
 
@@ -394,11 +424,16 @@ class Attempt:
         self._attempts = attempts
         self.number = number
         self._scope: DeadlineScope | None = None
+        self._observer: AbstractContextManager[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Attempt {self.number}>"
 
     def __enter__(self) -> Self:
+        hooks = _telemetry.hooks
+        if hooks is not None:
+            self._observer = hooks.attempt("retry", self._attempts.retry._name, self.number)
+            self._observer.__enter__()
         at = self._attempts._deadline
         if at != math.inf:
             self._scope = DeadlineScope(None, at)
@@ -412,9 +447,17 @@ class Attempt:
         tb: TracebackType | None,
     ) -> bool:
         attempts = self._attempts
-        if self._scope is not None:
-            # Raises TimeoutExceededError when the total timeout fired in this attempt.
-            self._scope.__exit__(exc_type, exc, tb)
+        observer = self._observer
+        if observer is not None:
+            self._observer = None
+            try:
+                self._exit_scope(exc_type, exc, tb)
+            except BaseException as error:
+                observer.__exit__(type(error), error, error.__traceback__)
+                raise
+            observer.__exit__(exc_type, exc, tb)
+        else:
+            self._exit_scope(exc_type, exc, tb)
         if exc is None:
             attempts._done = True
             budget = attempts.retry._budget
@@ -433,3 +476,13 @@ class Attempt:
         attempts._wait = wait
         attempts._error = exc
         return True
+
+    def _exit_scope(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._scope is not None:
+            # Raises TimeoutExceededError when the total timeout fired in this attempt.
+            self._scope.__exit__(exc_type, exc, tb)

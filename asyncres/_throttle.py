@@ -47,6 +47,7 @@ from ._events import CallRejected, Listener, ThrottleEngaged, ThrottleReleased, 
 from ._exceptions import RejectedError, ThrottledError
 from ._matching import ErrorFilter, matcher
 from ._policy import PolicyFaces
+from ._registry import track
 from ._setting import Setting
 
 __all__ = ["Throttle", "ThrottleStatistics"]
@@ -102,6 +103,7 @@ class Throttle(PolicyFaces):
     """
 
     __slots__ = (
+        "__weakref__",
         "_accepts",
         "_accepts_total",
         "_bucket_seconds",
@@ -172,6 +174,7 @@ class Throttle(PolicyFaces):
             raise ValueError(f"`on_result` must be callable, got {on_result!r}")
         self._on_result = on_result
         self._name = name
+        track("throttle", self, name)
         self._listeners = tuple(listeners)
         if clock is not None and not callable(clock):
             raise ValueError(f"`clock` must be callable, got {clock!r}")

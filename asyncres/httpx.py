@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - only the httpx2 fork is installed
 
 import anyio
 
-from . import _validation
+from . import _telemetry, _validation
 from ._backoff import Backoff, FullJitter
 from ._breaker import CircuitBreaker
 from ._budget import RetryBudget
@@ -148,6 +148,10 @@ def _default_breaker(host: str) -> CircuitBreaker:
     )
 
 
+def _default_budget(host: str) -> RetryBudget:
+    return RetryBudget(name=f"http {host}")
+
+
 def _default_bulkhead(host: str) -> Bulkhead:
     return Bulkhead(max_concurrent=100, max_queued=200, name=f"http {host}")
 
@@ -169,7 +173,7 @@ class HttpOptions:
     attempt_timeout: float | None = 10.0
     max_attempts: int = 3
     backoff: Backoff = _DEFAULT_BACKOFF
-    budget: Callable[[str], RetryBudget | None] | None = field(default=lambda host: RetryBudget())
+    budget: Callable[[str], RetryBudget | None] | None = field(default=_default_budget)
     breaker: Callable[[str], CircuitBreaker] | None = _default_breaker
     bulkhead: Callable[[str], Bulkhead] | None = _default_bulkhead
     retry_statuses: frozenset[int] = RETRY_STATUSES
@@ -241,7 +245,7 @@ def standard_policy(
         attempt_timeout=attempt_timeout,
         max_attempts=max_attempts,
         backoff=backoff if backoff is not None else _DEFAULT_BACKOFF,
-        budget=budget if budget is not None else (lambda host: RetryBudget()),
+        budget=budget if budget is not None else _default_budget,
         breaker=_default_breaker if breaker is True else (breaker or None),
         bulkhead=_default_bulkhead if bulkhead is True else (bulkhead or None),
         retry_statuses=frozenset(retry_statuses),
@@ -414,7 +418,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 return exc.response
         host = self._host(request.url)
         total = options.total_timeout
-        if host.hedge is not None:
+        if host.hedge is not None or _telemetry.hooks is not None:
             return await self._handle_hedged(request, host, options, replayable, idempotent)
 
         # The attempt's budget: the attempt timeout, cut to the total and to what the
@@ -508,7 +512,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     async def _handle_hedged(
         self, request: Any, host: _Host, options: HttpOptions, replayable: bool, idempotent: bool
     ) -> Any:
-        """The general path, for hosts whose attempts may be hedged."""
+        """The general path, for hosts whose attempts may be hedged, and under telemetry."""
         context = _RequestContext(self, request, replayable, idempotent)
         try:
             if options.total_timeout is None:
@@ -540,7 +544,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
 class _RequestContext:
     """One logical request: what every attempt needs to know."""
 
-    __slots__ = ("idempotent", "replayable", "request", "transport")
+    __slots__ = ("idempotent", "replayable", "request", "sent", "transport")
 
     def __init__(
         self, transport: ResilientTransport, request: Any, replayable: bool, idempotent: bool
@@ -549,6 +553,7 @@ class _RequestContext:
         self.request = request
         self.replayable = replayable
         self.idempotent = idempotent
+        self.sent = 0  # counted only under telemetry
 
     async def attempt(self, host: _Host) -> Any:
         """One attempt, hedged for idempotent requests when the policy says so."""
@@ -618,6 +623,10 @@ class _RequestContext:
         """Send once. ``left`` is this attempt's budget (announced and enforced)."""
         transport = self.transport
         request = self.request
+        hooks = _telemetry.hooks
+        if hooks is not None:
+            self.sent += 1
+            hooks.http_attempt(request, self.sent)
         if left is not None:
             if transport._deadline_header is not None:
                 request.headers[transport._deadline_header] = f"{left:.3f}"

@@ -516,3 +516,27 @@ async def test_configuration_is_read_only(attribute: str, value: object) -> None
         assert await hedge.call(slow) == "ok"
     assert slow.started == [pytest.approx(start + t) for t in (0.0, 1.0, 2.0)]
     assert [e.hedge for e in events if isinstance(e, asyncres.events.HedgeLaunched)] == [1, 2]
+
+
+async def test_a_hedge_timer_that_fires_a_hair_early_still_launches_the_hedge() -> None:
+    """asyncio runs timers up to its clock resolution early and a virtual clock rounds: a
+    retried attempt (started at 0.01 s, hedge due at 0.06 s) once waited its whole second
+    because the timer saw `now` a rounding below `next_at` and launched nothing."""
+    calls: list[float] = []
+
+    async def work() -> str:
+        calls.append(anyio.current_time())
+        if len(calls) == 1:
+            raise ConnectionError("down")
+        if len(calls) == 2:
+            await anyio.sleep(1.0)
+        return "ok"
+
+    pipeline = asyncres.Pipeline(
+        asyncres.Retry(on=ConnectionError, backoff=asyncres.backoff.Constant(0.01)),
+        asyncres.Hedge(delay=0.05, on=TimeoutError),
+    )
+    start = anyio.current_time()
+    assert await pipeline.execute(work) == "ok"
+    assert len(calls) == 3
+    assert anyio.current_time() - start == pytest.approx(0.06, abs=1e-3)

@@ -1,0 +1,330 @@
+"""The live stateful policies, read by the bridges `asyncres.otel` and `asyncres.prometheus`.
+
+Every circuit breaker, bulkhead, adaptive limit, retry budget and throttle records itself
+here when it is built (weakly: a policy nobody holds disappears with it), under its
+``name`` or, unnamed, ``"<kind>-<n>"``. The bridges read `snapshot()`; nothing on a call's
+path touches this module.
+
+A policy's ``statistics()`` may fold its windows, so it must run on the event loop that
+uses the policy, never beside it on an exporter's thread: `Sampler` takes the snapshot on
+that loop's thread (through anyio's event-loop token) and only reads it elsewhere.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import anyio.from_thread
+import anyio.lowlevel
+
+from ._backend import running_loop, trio_module
+
+__all__ = ["KINDS", "MEASURES", "Measure", "Sample", "Sampler", "snapshot", "track"]
+
+#: The kinds of tracked policies, in the order `snapshot` reports them.
+KINDS = ("circuit_breaker", "bulkhead", "adaptive_limit", "retry_budget", "throttle")
+
+_live: dict[str, dict[int, tuple[weakref.ref[Any], str]]] = {kind: {} for kind in KINDS}
+_numbers = itertools.count(1)
+
+
+class Sample(NamedTuple):
+    """One policy's statistics at one moment: its kind, label and ``statistics()``."""
+
+    kind: str
+    name: str
+    statistics: Any
+
+
+def track(kind: str, policy: object, name: str | None) -> None:
+    """Record ``policy`` (called by its constructor)."""
+    table = _live[kind]
+    key = id(policy)
+
+    def forget(_: object, key: int = key, table: dict[int, Any] = table) -> None:
+        table.pop(key, None)
+
+    table[key] = (weakref.ref(policy, forget), name or f"{kind}-{next(_numbers)}")
+
+
+def snapshot(kinds: tuple[str, ...] = KINDS) -> list[Sample]:
+    """Every live tracked policy's statistics (of ``kinds``), read on the calling thread.
+
+    Two policies with one name (say, a host's breaker rebuilt while the old one still runs
+    a call) get ``"<name>#2"``: exporters must never see two series with the same labels.
+    """
+    samples: list[Sample] = []
+    for kind in kinds:
+        seen: dict[str, int] = {}
+        for ref, name in list(_live[kind].values()):
+            policy = ref()
+            if policy is None:
+                continue
+            try:
+                statistics = policy.statistics()
+            except RuntimeError:  # its clock is a loop's (trio's) and no loop is running
+                continue
+            count = seen[name] = seen.get(name, 0) + 1
+            label = name if count == 1 else f"{name}#{count}"
+            samples.append(Sample(kind, label, statistics))
+    return samples
+
+
+class Sampler:
+    """Takes `snapshot()` on the event loop that runs the policies, from any thread.
+
+    The loop is the one running when the sampler is built or, built outside any loop, the
+    first one `bind` is called from (the instrumented call path calls it). Before that, or
+    after the loop has finished, a sample from another thread is empty.
+    """
+
+    __slots__ = ("_thread", "_token")
+
+    def __init__(self) -> None:
+        self._token: object | None = None
+        self._thread: int | None = None
+        self.bind()
+
+    def bind(self) -> None:
+        """Remember the running event loop, if any and none is remembered yet."""
+        if self._token is not None or not _in_event_loop():
+            return
+        self._token = anyio.lowlevel.current_token()
+        self._thread = threading.get_ident()
+
+    def sample(self, kinds: tuple[str, ...] = KINDS) -> list[Sample]:
+        self.bind()
+        if self._token is None:
+            return []
+        if threading.get_ident() == self._thread:
+            return snapshot(kinds)  # on the loop, or beside none: no one else mutates
+        run: Callable[..., list[Sample]] = anyio.from_thread.run_sync
+        try:
+            return run(snapshot, kinds, token=self._token)
+        except RuntimeError:  # the loop has finished (trio.RunFinishedError included)
+            return []
+
+
+def _in_event_loop() -> bool:
+    if running_loop() is not None:
+        return True
+    try:
+        trio_module().lowlevel.current_trio_token()
+    except RuntimeError:  # outside trio.run, or trio is not installed
+        return False
+    return True
+
+
+# -- what each kind exports ------------------------------------------------------------------
+
+Points = list[tuple[dict[str, str], float]]
+
+
+class Measure(NamedTuple):
+    """One exported series per tracked policy: ``asyncres.<kind>.<name>`` in OpenTelemetry,
+    ``asyncres_<kind>_<name>[_<unit>][_total]`` in Prometheus."""
+
+    kind: str
+    name: str
+    #: ``"gauge"`` (a level) or ``"counter"`` (a total since the policy was built).
+    type: str
+    #: UCUM, as OpenTelemetry wants it: ``"1"``, ``"s"`` or ``"{call}"``-style annotations.
+    unit: str
+    help: str
+    read: Callable[[Any], Points]
+
+
+def _one(read: Callable[[Any], float | None]) -> Callable[[Any], Points]:
+    def points(stats: Any) -> Points:
+        value = read(stats)
+        return [] if value is None else [({}, float(value))]
+
+    return points
+
+
+def _by(label: str, read: Callable[[Any], dict[Any, int]]) -> Callable[[Any], Points]:
+    def points(stats: Any) -> Points:
+        return [({label: str(key)}, float(value)) for key, value in read(stats).items()]
+
+    return points
+
+
+def _states(stats: Any) -> Points:
+    current = stats.state
+    return [({"state": state.value}, 1.0 if state is current else 0.0) for state in type(current)]
+
+
+MEASURES: tuple[Measure, ...] = (
+    Measure(
+        "circuit_breaker",
+        "state",
+        "gauge",
+        "1",
+        "1 for the breaker's current state, 0 for the others",
+        _states,
+    ),
+    Measure(
+        "circuit_breaker",
+        "failure_rate",
+        "gauge",
+        "1",
+        "Failures / calls over the breaker's current window",
+        _one(lambda s: s.failure_rate),
+    ),
+    Measure(
+        "circuit_breaker",
+        "calls",
+        "gauge",
+        "{call}",
+        "Calls recorded in the breaker's current window",
+        _one(lambda s: s.calls),
+    ),
+    Measure(
+        "circuit_breaker",
+        "rejected",
+        "counter",
+        "{call}",
+        "Calls rejected with CircuitOpenError",
+        _one(lambda s: s.rejected),
+    ),
+    Measure(
+        "circuit_breaker",
+        "opened",
+        "counter",
+        "{opening}",
+        "Times the breaker opened",
+        _one(lambda s: s.times_opened),
+    ),
+    Measure(
+        "bulkhead",
+        "in_use",
+        "gauge",
+        "{call}",
+        "Permits held",
+        _one(lambda s: s.in_use),
+    ),
+    Measure(
+        "bulkhead",
+        "queued",
+        "gauge",
+        "{call}",
+        "Calls waiting for a permit",
+        _one(lambda s: s.queued),
+    ),
+    Measure(
+        "bulkhead",
+        "max_concurrent",
+        "gauge",
+        "{call}",
+        "The configured number of permits",
+        _one(lambda s: s.max_concurrent),
+    ),
+    Measure(
+        "bulkhead",
+        "rejected",
+        "counter",
+        "{call}",
+        "Calls refused, by reason",
+        _by("reason", lambda s: s.rejected),
+    ),
+    Measure(
+        "adaptive_limit",
+        "limit",
+        "gauge",
+        "{call}",
+        "The current concurrency limit",
+        _one(lambda s: s.limit),
+    ),
+    Measure(
+        "adaptive_limit",
+        "in_flight",
+        "gauge",
+        "{call}",
+        "Calls holding a slot",
+        _one(lambda s: s.in_flight),
+    ),
+    Measure(
+        "adaptive_limit",
+        "queued",
+        "gauge",
+        "{call}",
+        "Calls waiting for a slot",
+        _one(lambda s: s.queued),
+    ),
+    Measure(
+        "adaptive_limit",
+        "rtt",
+        "gauge",
+        "s",
+        "The last measured round-trip time",
+        _one(lambda s: s.rtt),
+    ),
+    Measure(
+        "adaptive_limit",
+        "rejected",
+        "counter",
+        "{call}",
+        "Calls refused, by reason",
+        _by("reason", lambda s: s.rejected),
+    ),
+    Measure(
+        "retry_budget",
+        "available",
+        "gauge",
+        "{retry}",
+        "Retries the budget would allow now",
+        _one(lambda s: s.available),
+    ),
+    Measure(
+        "retry_budget",
+        "ratio",
+        "gauge",
+        "1",
+        "The retry ratio in force",
+        _one(lambda s: s.ratio),
+    ),
+    Measure(
+        "retry_budget",
+        "refused",
+        "counter",
+        "{retry}",
+        "Retries refused by the budget",
+        _one(lambda s: s.refused),
+    ),
+    Measure(
+        "throttle",
+        "reject_probability",
+        "gauge",
+        "1",
+        "Probability that the next call is rejected locally",
+        _one(lambda s: s.reject_probability),
+    ),
+    Measure(
+        "throttle",
+        "requests",
+        "gauge",
+        "{request}",
+        "Requests in the throttle's window",
+        _one(lambda s: s.requests),
+    ),
+    Measure(
+        "throttle",
+        "accepts",
+        "gauge",
+        "{request}",
+        "Requests in the window that the dependency served",
+        _one(lambda s: s.accepts),
+    ),
+    Measure(
+        "throttle",
+        "rejected",
+        "counter",
+        "{call}",
+        "Calls rejected locally",
+        _one(lambda s: s.rejected),
+    ),
+)

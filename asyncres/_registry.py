@@ -136,6 +136,8 @@ class Measure(NamedTuple):
     unit: str
     help: str
     read: Callable[[Any], Points]
+    #: The labels ``read`` adds to each point, besides the policy's name.
+    labels: tuple[str, ...] = ()
 
 
 def _one(read: Callable[[Any], float | None]) -> Callable[[Any], Points]:
@@ -166,6 +168,7 @@ MEASURES: tuple[Measure, ...] = (
         "1",
         "1 for the breaker's current state, 0 for the others",
         _states,
+        ("state",),
     ),
     Measure(
         "circuit_breaker",
@@ -230,6 +233,7 @@ MEASURES: tuple[Measure, ...] = (
         "{call}",
         "Calls refused, by reason",
         _by("reason", lambda s: s.rejected),
+        ("reason",),
     ),
     Measure(
         "adaptive_limit",
@@ -270,6 +274,7 @@ MEASURES: tuple[Measure, ...] = (
         "{call}",
         "Calls refused, by reason",
         _by("reason", lambda s: s.rejected),
+        ("reason",),
     ),
     Measure(
         "retry_budget",

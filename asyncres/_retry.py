@@ -171,9 +171,8 @@ class Retry(PolicyFaces):
     ) -> T:
         """``call`` with a total timeout, an ``on_result`` predicate or telemetry."""
         hooks = _telemetry.hooks
-        if hooks is not None:
-            with hooks.call("retry", self._name):
-                return await self._call_observed(hooks, fn, args, kwargs)
+        if hooks is not None:  # attempts observed; a whole call is timed by its pipeline
+            return await self._call_observed(hooks, fn, args, kwargs)
         if self._timeout is not None:
             with DeadlineScope(self._timeout, math.inf):
                 return await self._retry_loop(fn, args, kwargs)

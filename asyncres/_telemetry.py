@@ -25,7 +25,7 @@ class Hooks(Protocol):
         attempt's (1 for the first hedge; the original attempt is the caller's own)."""
 
     def call(self, kind: str, name: str | None) -> AbstractContextManager[None]:
-        """Around one whole call of a pipeline."""
+        """Around one whole call of a pipeline (``kind`` ``"pipeline"``)."""
 
     def http_attempt(self, request: Any, number: int) -> None:
         """The httpx adapter is about to send ``request`` for the ``number``-th time."""

@@ -35,10 +35,15 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import Status, StatusCode
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import metrics, trace
+    from opentelemetry.metrics import CallbackOptions, Observation
+    from opentelemetry.trace import Status, StatusCode
+except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
+    raise ImportError(
+        "asyncres.otel needs opentelemetry-api: pip install 'asyncres[otel]'"
+    ) from exc
 
 from . import _registry, _telemetry
 from ._deadline import remaining
@@ -46,7 +51,7 @@ from ._events import CallRejected, CircuitOpened, Event
 
 __all__ = ["DURATION_BUCKETS", "instrument", "listener", "uninstrument"]
 
-logger = logging.getLogger("asyncres")
+_logger = logging.getLogger("asyncres")
 
 #: The bucket boundaries of the duration histograms, in seconds (OpenTelemetry's advice
 #: for ``http.client.request.duration``).
@@ -130,71 +135,80 @@ def _error_type(error: BaseException) -> str:
 
 
 class _Attempt:
-    """One attempt: its span (current inside it) and its metrics."""
+    """One attempt: its span (current inside it, when the caller's span records) and its
+    metrics."""
 
-    __slots__ = ("_attributes", "_bridge", "_span", "_start", "_token")
+    __slots__ = ("_bridge", "_key", "_span", "_start", "_token")
 
     def __init__(self, bridge: _Bridge, kind: str, name: str | None, number: int) -> None:
         self._bridge = bridge
-        attributes: dict[str, Any] = {"asyncres.policy.kind": kind}
-        if name is not None:
-            attributes["asyncres.policy.name"] = name
-        self._attributes = attributes
-        span_attributes = dict(attributes)
-        span_attributes["asyncres.attempt.number"] = number
-        left = remaining()
-        if left is not None:
-            span_attributes["asyncres.deadline"] = max(left, 0.0)
-        self._span = bridge.tracer.start_span(f"{kind} attempt", attributes=span_attributes)
+        self._key = (kind, name)
+        self._span: Any = None
+        if trace.get_current_span().is_recording():
+            # A child of the caller's span only: outside a trace (or one sampled out) an
+            # attempt span would be a root of its own, noise at the SDK's ~20 us a span.
+            attributes: dict[str, Any] = {
+                "asyncres.policy.kind": kind,
+                "asyncres.attempt.number": number,
+            }
+            if name is not None:
+                attributes["asyncres.policy.name"] = name
+            left = remaining()
+            if left is not None:
+                attributes["asyncres.deadline"] = max(left, 0.0)
+            self._span = bridge.tracer.start_span(f"{kind} attempt", attributes=attributes)
 
     def __enter__(self) -> None:
         self._bridge.sampler.bind()
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        if self._span is not None:
+            self._token = otel_context.attach(trace.set_span_in_context(self._span))
         self._start = time.perf_counter()
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         elapsed = time.perf_counter() - self._start
         span = self._span
         try:
-            otel_context.detach(self._token)
+            if span is not None:
+                otel_context.detach(self._token)
             if exc is not None and not isinstance(exc, Exception):
-                span.set_attribute("asyncres.outcome", "cancelled")  # not counted
+                if span is not None:
+                    span.set_attribute("asyncres.outcome", "cancelled")  # not counted
                 return
-            attributes = _outcome(self._attributes, exc)
-            span.set_attribute("asyncres.outcome", attributes["asyncres.outcome"])
-            if exc is not None:
-                span.set_attribute("error.type", attributes["error.type"])
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            self._bridge.attempts.add(1, attributes)
+            attributes = self._bridge.attempted(self._key, exc)
             self._bridge.attempt_duration.record(elapsed, attributes)
+            if span is not None:
+                span.set_attribute("asyncres.outcome", attributes["asyncres.outcome"])
+                if exc is not None:
+                    span.set_attribute("error.type", attributes["error.type"])
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         except Exception:  # telemetry never changes a call's outcome
-            logger.exception("asyncres.otel failed to record an attempt")
+            _logger.exception("asyncres.otel failed to record an attempt")
         finally:
-            span.end()
+            if span is not None:
+                span.end()
 
 
-def _outcome(attributes: dict[str, Any], exc: BaseException | None) -> dict[str, Any]:
-    result = dict(attributes)
+def _attributes(kind: str, name: str | None, exc: BaseException | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"asyncres.policy.kind": kind}
+    if name is not None:
+        attributes["asyncres.policy.name"] = name
     if exc is None:
-        result["asyncres.outcome"] = "success"
+        attributes["asyncres.outcome"] = "success"
     else:
-        result["asyncres.outcome"] = "failure"
-        result["error.type"] = _error_type(exc)
-    return result
+        attributes["asyncres.outcome"] = "failure"
+        attributes["error.type"] = _error_type(exc)
+    return attributes
 
 
 class _Call:
-    """One whole call of a pipeline (or of a retry): its duration."""
+    """One whole call of a pipeline: its duration."""
 
-    __slots__ = ("_attributes", "_bridge", "_start")
+    __slots__ = ("_bridge", "_key", "_start")
 
     def __init__(self, bridge: _Bridge, kind: str, name: str | None) -> None:
         self._bridge = bridge
-        attributes: dict[str, Any] = {"asyncres.policy.kind": kind}
-        if name is not None:
-            attributes["asyncres.policy.name"] = name
-        self._attributes = attributes
+        self._key = (kind, name)
 
     def __enter__(self) -> None:
         self._start = time.perf_counter()
@@ -204,9 +218,10 @@ class _Call:
             return  # cancelled: not a call's outcome
         try:
             elapsed = time.perf_counter() - self._start
-            self._bridge.call_duration.record(elapsed, _outcome(self._attributes, exc))
+            bridge = self._bridge
+            bridge.call_duration.record(elapsed, bridge.outcome(self._key, exc))
         except Exception:
-            logger.exception("asyncres.otel failed to record a call")
+            _logger.exception("asyncres.otel failed to record a call")
 
 
 class _Bridge:
@@ -219,8 +234,15 @@ class _Bridge:
         self.sampler = _registry.Sampler()
         self.closed = False
         self.events = _Events(meter)
-        self.attempts = meter.create_counter(
-            "asyncres.attempts", unit="{attempt}", description="Attempts made, by outcome"
+        # Attempts are counted here and observed by the SDK at collection: an SDK counter
+        # costs ~9 us an add, more than a whole pipeline call.
+        self._attempts: dict[tuple[Any, ...], int] = {}
+        self._outcomes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        meter.create_observable_counter(
+            "asyncres.attempts",
+            callbacks=[self._observe_attempts],
+            unit="{attempt}",
+            description="Attempts made, by outcome",
         )
         self.attempt_duration = meter.create_histogram(
             "asyncres.attempt.duration",
@@ -246,6 +268,28 @@ class _Bridge:
                 unit=measure.unit,
                 description=measure.help,
             )
+
+    def outcome(self, key: tuple[str, str | None], exc: BaseException | None) -> dict[str, Any]:
+        """The attributes of an outcome, built once per distinct outcome."""
+        full = (*key, None if exc is None else type(exc))
+        attributes = self._outcomes.get(full)
+        if attributes is None:
+            attributes = self._outcomes[full] = _attributes(*key, exc)
+        return attributes
+
+    def attempted(self, key: tuple[str, str | None], exc: BaseException | None) -> dict[str, Any]:
+        """Count one attempt; return its outcome's attributes."""
+        attributes = self.outcome(key, exc)  # first: a collection may run in between
+        full = (*key, None if exc is None else type(exc))
+        attempts = self._attempts
+        attempts[full] = attempts.get(full, 0) + 1
+        return attributes
+
+    def _observe_attempts(self, options: CallbackOptions) -> Iterable[Observation]:
+        if self.closed:
+            return []
+        counts = list(self._attempts.items())  # one C-level copy: safe beside the loop
+        return [Observation(count, self._outcomes[key]) for key, count in counts]
 
     def _observer(self, measure: _registry.Measure) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:

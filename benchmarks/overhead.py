@@ -136,6 +136,57 @@ async def asyncres_pipeline_call(n: int) -> None:
         await call(ok)
 
 
+def _instrumented() -> Case | None:
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import (
+            MetricExporter,
+            MetricExportResult,
+            PeriodicExportingMetricReader,
+        )
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        import asyncres.otel
+    except ImportError:
+        return None
+
+    class DropSpans(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    class DropMetrics(MetricExporter):
+        def export(self, metrics_data: object, **kwargs: object) -> MetricExportResult:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+            return None
+
+    # A production-shaped SDK whose exporters drop everything: batching spans off the
+    # loop, metrics read once a minute.
+    meters = MeterProvider(metric_readers=[PeriodicExportingMetricReader(DropMetrics(), 60_000)])
+    tracers = TracerProvider()
+    tracers.add_span_processor(BatchSpanProcessor(DropSpans()))
+
+    async def instrumented_pipeline_call(n: int) -> None:
+        call = _canonical_pipeline().call
+        asyncres.otel.instrument(meters, tracers)
+        try:
+            for _ in range(n):
+                await call(ok)
+        finally:
+            asyncres.otel.uninstrument()
+
+    return instrumented_pipeline_call
+
+
 async def asyncres_fallback_call(n: int) -> None:
     call = asyncres.Fallback(on=OSError, value=0).call
     for _ in range(n):
@@ -317,6 +368,7 @@ def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
         ("asyncres CircuitBreaker.call (closed)", asyncres_breaker_call, both),
         ("asyncres CircuitBreaker `async with` (closed)", asyncres_breaker_with, both),
         ("asyncres canonical 5-layer Pipeline.call", asyncres_pipeline_call, both),
+        (INSTRUMENTED, _instrumented(), both),
         ("asyncres Fallback.call (success)", asyncres_fallback_call, both),
         ("asyncres Hedge.call (answer before the delay)", asyncres_hedge_call, both),
         ("anyio task group (reference for Hedge)", anyio_task_group, both),
@@ -384,6 +436,7 @@ def markdown(results: dict[str, dict[str, tuple[float, float]]]) -> str:
 
 
 SEMAPHORE = "asyncio.Semaphore `async with`"
+INSTRUMENTED = "asyncres 5-layer Pipeline.call, OpenTelemetry SDK instrumented"
 LIMITER = "anyio.CapacityLimiter `async with`"
 
 # (what, numerator, denominator or None for bare, limit) per backend.
@@ -406,6 +459,7 @@ TARGETS = {
     ],
 }
 PURGATORY = "purgatory `async with` (held breaker)"
+PIPELINE = "asyncres canonical 5-layer Pipeline.call"
 TENACITY = "tenacity @retry (success)"
 RETRY_TARGETS = [
     ("Retry.call ÷ bare", "asyncres Retry.call (success)", None, 4.0),
@@ -417,7 +471,8 @@ RETRY_TARGETS = [
         PURGATORY,
         0.75,
     ),
-    ("5-layer Pipeline ÷ tenacity", "asyncres canonical 5-layer Pipeline.call", TENACITY, 0.5),
+    ("5-layer Pipeline ÷ tenacity", PIPELINE, TENACITY, 0.5),
+    ("instrumented 5-layer Pipeline ÷ uninstrumented", INSTRUMENTED, PIPELINE, 2.0),
     ("Throttle.call ÷ bare", "asyncres Throttle.call (success)", None, 5.0),
     ("AdaptiveLimit.call ÷ bare (gradient2)", "asyncres AdaptiveLimit.call (gradient2)", None, 5.0),
     ("AdaptiveLimit.call ÷ bare (aimd)", "asyncres AdaptiveLimit.call (aimd)", None, 5.0),

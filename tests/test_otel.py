@@ -135,7 +135,8 @@ async def test_a_retried_hedged_pipeline_call_reports_spans_and_metrics(
     assert second.attributes["asyncres.policy.name"] == "db-retry"
     assert 4.9 < first.attributes["asyncres.deadline"] <= 5.0  # the Timeout's, left
     (hedge,) = telemetry.spans("hedge attempt")
-    assert hedge.parent is not None and hedge.parent.span_id == second.context.span_id
+    assert hedge.parent is not None
+    assert hedge.parent.span_id == second.context.span_id
     assert hedge.attributes["asyncres.attempt.number"] == 1  # the first extra attempt
     assert hedge.attributes["asyncres.policy.name"] == "db-hedge"
     assert "asyncres.hedge_launched" in [e.name for e in second.events]
@@ -233,7 +234,8 @@ async def test_policies_state_is_sampled_on_their_loop_from_an_exporter_thread(
 
         metrics = await anyio.to_thread.run_sync(collect)
         release.set()
-    assert collected_on and collected_on[0] != loop_thread
+    assert collected_on
+    assert collected_on[0] != loop_thread
     pool = {"asyncres.policy.name": f"pool-{tag}"}
     assert value_of(metrics["asyncres.bulkhead.in_use"], **pool) == 2
     assert value_of(metrics["asyncres.bulkhead.queued"], **pool) == 1
@@ -296,27 +298,43 @@ async def test_a_failing_bridge_or_listener_never_changes_a_call(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("exporter bug")
 
-    monkeypatch.setattr(bridge, "attempts", type("Broken", (), {"add": broken})())
+    monkeypatch.setattr(bridge, "attempt_duration", type("Broken", (), {"record": broken})())
     monkeypatch.setattr(bridge, "event", broken)
 
     def raising_listener(event: asyncres.events.Event) -> None:
         raise RuntimeError("listener bug")
 
     retry = asyncres.Retry(on=ConnectionError, backoff=Constant(0.01), listeners=[raising_listener])
-    assert await retry.call(Flaky(failures=1)) == "ok"
-    with pytest.raises(ConnectionError, match="down 3"):
-        await retry.call(Flaky(failures=5))
+    with telemetry.tracer.start_as_current_span("request"):
+        assert await retry.call(Flaky(failures=1)) == "ok"
+        with pytest.raises(ConnectionError, match="down 3"):
+            await retry.call(Flaky(failures=5))
     assert len(telemetry.spans("retry attempt")) == 2 + 3  # the spans still ended
 
 
 async def test_cancellation_is_neither_counted_nor_a_span_error(telemetry: Telemetry) -> None:
     retry = asyncres.Retry(on=ConnectionError, name="slow")
-    with anyio.move_on_after(0.1):
+    with telemetry.tracer.start_as_current_span("request"), anyio.move_on_after(0.1):
         await retry.call(Flaky(failures=0, latency=10.0))
     (span,) = telemetry.spans("retry attempt")
     assert span.attributes["asyncres.outcome"] == "cancelled"
     assert span.status.status_code is StatusCode.UNSET
-    assert "asyncres.attempts" not in telemetry.metrics()
+    metrics = telemetry.metrics()
+    if "asyncres.attempts" in metrics:  # the observable counter, with nothing to report
+        assert points(metrics["asyncres.attempts"]) == []
+    assert "asyncres.attempt.duration" not in metrics
+
+
+async def test_attempts_outside_a_trace_are_measured_but_make_no_spans(
+    telemetry: Telemetry,
+) -> None:
+    """A root span per attempt would be noise (and ~20 us each): only metrics."""
+    retry = asyncres.Retry(on=ConnectionError, backoff=Constant(0.01), name="bg")
+    assert await retry.call(Flaky(failures=1)) == "ok"
+    assert telemetry.spans() == []
+    counted = telemetry.metrics()["asyncres.attempts"]
+    assert value_of(counted, **{"asyncres.policy.name": "bg", "asyncres.outcome": "failure"}) == 1
+    assert value_of(counted, **{"asyncres.policy.name": "bg", "asyncres.outcome": "success"}) == 1
 
 
 async def test_uninstrument_stops_reporting() -> None:

@@ -18,6 +18,8 @@ import asyncres.db
 import asyncres.drill
 import asyncres.events
 import asyncres.httpx
+import asyncres.otel
+import asyncres.prometheus
 import asyncres.testing
 from asyncres import backoff
 
@@ -32,6 +34,8 @@ PUBLIC_MODULES = {
         asyncres.drill,
         asyncres.events,
         asyncres.httpx,
+        asyncres.otel,
+        asyncres.prometheus,
         asyncres.testing,
     )
 }

@@ -78,6 +78,9 @@ class RetryBudget:
 
     With ``ratio`` given the budget is Finagle's fixed one.
 
+    ``name`` labels it in telemetry (`asyncres.otel`, `asyncres.prometheus`); a `Retry`'s own
+    default budget takes the retry's name.
+
     Share one budget between every `Retry` that calls the same dependency. It is not
     thread-safe: use it from one event loop (as anyio primitives are).
     """

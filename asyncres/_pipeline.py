@@ -35,6 +35,7 @@ class Pipeline(PolicyFaces):
             Timeout(2.0),                                  # one attempt
         )
 
+    ``name`` labels its calls in telemetry (``asyncres.call.duration``, `asyncres.otel`).
     A pipeline is itself a `Policy`, is immutable, and exposes its layers as
     `policies`; a pipeline nested in another is flattened. An inner `Timeout` longer than
     an outer one could never fire first and is refused (as .NET's standard resilience

@@ -6,13 +6,14 @@ here when it is built (weakly: a policy nobody holds disappears with it), under 
 path touches this module.
 
 A policy's ``statistics()`` may fold its windows, so it must run on the event loop that
-uses the policy, never beside it on an exporter's thread: `Sampler` takes the snapshot on
-that loop's thread (through anyio's event-loop token) and only reads it elsewhere.
+uses the policy, never beside it on an exporter's thread: `sample` takes the snapshot on
+that loop's thread (through anyio's event-loop token, see `sample`), never elsewhere.
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -21,9 +22,9 @@ from typing import Any, NamedTuple
 import anyio.from_thread
 import anyio.lowlevel
 
-from ._backend import running_loop, trio_module
+from ._backend import running_loop
 
-__all__ = ["KINDS", "MEASURES", "Measure", "Sample", "Sampler", "snapshot", "track"]
+__all__ = ["KINDS", "MEASURES", "Measure", "Sample", "bind", "sample", "snapshot", "track"]
 
 #: The kinds of tracked policies, in the order `snapshot` reports them.
 KINDS = ("circuit_breaker", "bulkhead", "adaptive_limit", "retry_budget", "throttle")
@@ -49,6 +50,7 @@ def track(kind: str, policy: object, name: str | None) -> None:
         table.pop(key, None)
 
     table[key] = (weakref.ref(policy, forget), name or f"{kind}-{next(_numbers)}")
+    bind()
 
 
 def snapshot(kinds: tuple[str, ...] = KINDS) -> list[Sample]:
@@ -74,49 +76,58 @@ def snapshot(kinds: tuple[str, ...] = KINDS) -> list[Sample]:
     return samples
 
 
-class Sampler:
-    """Takes `snapshot()` on the event loop that runs the policies, from any thread.
+class _Home(NamedTuple):
+    loop: object  # the asyncio loop, or the trio run's TrioToken: its identity
+    token: object  # anyio's event-loop token, to enter it from another thread
+    thread: int
 
-    The loop is the one running when the sampler is built or, built outside any loop, the
-    first one `bind` is called from (the instrumented call path calls it). Before that, or
-    after the loop has finished, a sample from another thread is empty.
+
+_home: _Home | None = None
+
+
+def bind() -> None:
+    """Make the running event loop, if any, the one samples are taken on.
+
+    Called when a policy is built, when a bridge is installed and on each instrumented
+    attempt: cheap when the loop is already the home one (an identity check).
     """
-
-    __slots__ = ("_thread", "_token")
-
-    def __init__(self) -> None:
-        self._token: object | None = None
-        self._thread: int | None = None
-        self.bind()
-
-    def bind(self) -> None:
-        """Remember the running event loop, if any and none is remembered yet."""
-        if self._token is not None or not _in_event_loop():
+    global _home
+    loop: object = running_loop()
+    if loop is None:
+        trio = sys.modules.get("trio")  # never imported: no trio run is going on
+        if trio is None:
             return
-        self._token = anyio.lowlevel.current_token()
-        self._thread = threading.get_ident()
-
-    def sample(self, kinds: tuple[str, ...] = KINDS) -> list[Sample]:
-        self.bind()
-        if self._token is None:
-            return []
-        if threading.get_ident() == self._thread:
-            return snapshot(kinds)  # on the loop, or beside none: no one else mutates
-        run: Callable[..., list[Sample]] = anyio.from_thread.run_sync
         try:
-            return run(snapshot, kinds, token=self._token)
-        except RuntimeError:  # the loop has finished (trio.RunFinishedError included)
-            return []
+            loop = trio.lowlevel.current_trio_token()
+        except RuntimeError:  # outside any loop
+            return
+    home = _home
+    if home is not None and home.loop is loop:
+        return
+    _home = _Home(loop, anyio.lowlevel.current_token(), threading.get_ident())
 
 
-def _in_event_loop() -> bool:
-    if running_loop() is not None:
-        return True
+def sample(kinds: tuple[str, ...] = KINDS) -> list[Sample]:
+    """`snapshot` taken on the home loop, from whichever thread asks.
+
+    On the home loop's thread it is read directly (on the loop, or after it: nobody else
+    mutates the policies then); from another thread the loop runs it (the caller waits).
+    With no home loop yet, or one that has finished, the sample is empty.
+    """
+    global _home
+    bind()
+    home = _home
+    if home is None:
+        return []
+    if threading.get_ident() == home.thread:
+        return snapshot(kinds)
+    run: Callable[..., list[Sample]] = anyio.from_thread.run_sync
     try:
-        trio_module().lowlevel.current_trio_token()
-    except RuntimeError:  # outside trio.run, or trio is not installed
-        return False
-    return True
+        return run(snapshot, kinds, token=home.token)
+    except RuntimeError:  # the loop has finished (trio.RunFinishedError included)
+        if _home is home:
+            _home = None
+        return []
 
 
 # -- what each kind exports ------------------------------------------------------------------

@@ -80,6 +80,13 @@ def add_drill(subparsers: Any) -> None:
         "--backend", choices=("asyncio", "trio"), default="asyncio", help="the clients' loop"
     )
     parser.add_argument("--no-live", action="store_true", help="no live table, phase lines only")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the policies' Prometheus metrics on 127.0.0.1:PORT/metrics during the run "
+        "(needs prometheus-client)",
+    )
     parser.set_defaults(handler=_run_drill)
 
 
@@ -92,6 +99,8 @@ def _run_drill(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         )
     if args.rate <= 0:
         parser.error("--rate must be > 0")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        parser.error("--metrics-port must be a TCP port, 0-65535 (0: any free one)")
     _deprecated_scenario_option(parser, args)
     return run(args)
 

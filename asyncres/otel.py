@@ -159,7 +159,7 @@ class _Attempt:
             self._span = bridge.tracer.start_span(f"{kind} attempt", attributes=attributes)
 
     def __enter__(self) -> None:
-        self._bridge.sampler.bind()
+        _registry.bind()
         if self._span is not None:
             self._token = otel_context.attach(trace.set_span_in_context(self._span))
         self._start = time.perf_counter()
@@ -231,7 +231,7 @@ class _Bridge:
         version = _version()
         meter = (meter_provider or metrics.get_meter_provider()).get_meter(_SCOPE, version)
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(_SCOPE, version)
-        self.sampler = _registry.Sampler()
+        _registry.bind()
         self.closed = False
         self.events = _Events(meter)
         # Attempts are counted here and observed by the SDK at collection: an SDK counter
@@ -296,7 +296,7 @@ class _Bridge:
             if self.closed:
                 return []
             observations = []
-            for sample in self.sampler.sample((measure.kind,)):
+            for sample in _registry.sample((measure.kind,)):
                 for labels, value in measure.read(sample.statistics):
                     attributes = {"asyncres.policy.name": sample.name}
                     attributes.update({f"asyncres.{k}": v for k, v in labels.items()})

@@ -49,7 +49,7 @@ class AsyncresCollector(Collector):
     """The collector `register` installs; ``registry.unregister(collector)`` removes it."""
 
     def __init__(self) -> None:
-        self._sampler = _registry.Sampler()
+        _registry.bind()
 
     def describe(self) -> Iterator[Metric]:
         # Names only: registering must not sample (it may run outside the loop).
@@ -57,7 +57,7 @@ class AsyncresCollector(Collector):
             yield self._family(measure, [])
 
     def collect(self) -> Iterator[Metric]:
-        samples = self._sampler.sample()
+        samples = _registry.sample()
         for measure in _registry.MEASURES:
             yield self._family(measure, samples)
 

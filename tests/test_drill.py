@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from asyncres import chaos, drill
@@ -597,3 +598,62 @@ def test_bad_schedule_file_names_the_key(tmp_path: Path) -> None:
     result, _ = run_cli("drill", "--schedule", str(path))
     assert result.returncode == 2
     assert f"asyncres drill: {path}: phase 1 (x) fault 1: `kind` must be one of" in result.stderr
+
+
+def test_drill_serves_prometheus_metrics_and_reports_breaker_transitions(tmp_path: Path) -> None:
+    """--metrics-port serves the policies' state during the run (scraped here, from outside
+    the drill's process); the printed report lists the breaker's transitions."""
+    schedule = tmp_path / "outage.toml"
+    schedule.write_text(
+        '[[phases]]\nname = "calm"\nseconds = 2\n\n'
+        '[[phases]]\nname = "outage"\nseconds = 2\nfaults = ["outage"]\n\n'
+        '[[phases]]\nname = "after"\nseconds = 2\n'
+    )
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    args = ["drill", "--schedule", str(schedule), "--no-live", "--output", str(out)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "asyncres.cli", *args, "--metrics-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        url = None
+        for _ in range(50):  # the banner, then the metrics line
+            line = process.stdout.readline()
+            match = re.search(r"metrics: (http://127\.0\.0\.1:\d+/metrics)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url is not None
+        scraped = ""
+        for _ in range(100):  # until the protected client's per-host breaker exists
+            time.sleep(0.1)
+            scraped = httpx.get(url, timeout=5.0).text
+            if 'asyncres_circuit_breaker_state{name="http http://127.0.0.1:' in scraped:
+                break
+        stdout, stderr = process.communicate(timeout=90)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode in (0, 3), stdout + stderr
+    assert "# TYPE asyncres_circuit_breaker_state gauge" in scraped
+    assert re.search(
+        r'asyncres_circuit_breaker_state\{name="http http://127\.0\.0\.1:\d+",'
+        r'state="closed"\} 1\.0',
+        scraped,
+    ), scraped
+    assert "asyncres_retry_budget_available{" in scraped
+    report = json.loads((out / "report.json").read_text())
+    transitions = report["clients"]["protected"]["breaker"]
+    assert transitions
+    assert transitions[0]["state"] == "open"
+    assert "Protected client's breaker (" in stdout
+    assert "open (outage)" in stdout

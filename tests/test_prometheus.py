@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -141,17 +142,34 @@ async def test_a_policy_nobody_holds_leaves_the_scrape(
     del twin, breaker
 
 
-def test_registering_outside_a_loop_samples_nothing_until_a_loop_binds() -> None:
+def test_registering_outside_a_loop_samples_once_a_loop_is_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Registered at import time: until a loop has been seen, a scrape from another thread
+    has nowhere safe to read the policies and reports none; then it reads them there."""
+    monkeypatch.setattr(_registry, "_home", None)  # as in a fresh process
     registry = prometheus_client.CollectorRegistry()
     keep = asyncres.CircuitBreaker(name=f"early-{uuid.uuid4().hex[:8]}")
     collector = asyncres.prometheus.register(registry)
-    text = prometheus_client.generate_latest(registry).decode()
+    assert keep.name is not None
+
+    def scrape_from_a_thread() -> str:
+        found: list[str] = []
+        thread = threading.Thread(
+            target=lambda: found.append(prometheus_client.generate_latest(registry).decode())
+        )
+        thread.start()
+        thread.join(10)
+        return found[0]
+
+    text = scrape_from_a_thread()
     assert "asyncres_circuit_breaker_state" in text  # the families, without policy series
     assert keep.name not in text
 
-    async def scrape_on_the_loop() -> str:
-        return prometheus_client.generate_latest(registry).decode()
+    async def serve() -> str:
+        asyncres.CircuitBreaker()  # built on the loop: the loop becomes the policies' home
+        return await anyio.to_thread.run_sync(scrape_from_a_thread)
 
-    text = trio.run(scrape_on_the_loop)
-    assert f'name="{keep.name}"' in text
+    text = trio.run(serve)
+    assert f'name="{keep.name}",state="closed"}} 1.0' in text
     registry.unregister(collector)

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
     from . import DrillOptions, run_drill
     from ._live import LiveView
-    from ._report import summary_table, write_chart, write_json
+    from ._report import breaker_line, summary_table, write_chart, write_json
 
     try:
         schedule = _schedule(args)
@@ -46,12 +46,18 @@ def run(args: argparse.Namespace) -> int:
             last_phase[0] = snapshot["phase"]
             console.print(f"  t={snapshot['t']:5.1f}s  phase: {snapshot['phase']}")
 
+    def announce(url: str) -> None:
+        console.print(f"  metrics: {url}")
+
+    port = getattr(args, "metrics_port", None)
     started = time.monotonic()
     if live:
         with LiveView(console) as view:
-            report = anyio.run(_run, run_drill, options, view, backend=args.backend)
+            report = anyio.run(_run, run_drill, options, view, port, announce, backend=args.backend)
     else:
-        report = anyio.run(_run, run_drill, options, log_phase, backend=args.backend)
+        report = anyio.run(
+            _run, run_drill, options, log_phase, port, announce, backend=args.backend
+        )
     report["wall_seconds"] = round(time.monotonic() - started, 2)
 
     folder = Path(args.output)
@@ -59,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     report["chart"] = str(write_chart(report, folder))
     json_path = write_json(report, folder)
     console.print(summary_table(report))
+    console.print(breaker_line(report))
     verdict = report["verdict"]
     for name, check in verdict["checks"].items():
         mark = "[green]PASS[/green]" if check["passed"] else "[red]FAIL[/red]"
@@ -88,5 +95,25 @@ def _schedule(args: argparse.Namespace) -> Any:
     return schedule
 
 
-async def _run(run_drill: Any, options: Any, on_tick: Any) -> Any:
-    return await run_drill(options, on_tick=on_tick)
+async def _run(
+    run_drill: Any, options: Any, on_tick: Any, metrics_port: int | None, announce: Any
+) -> Any:
+    if metrics_port is None:
+        return await run_drill(options, on_tick=on_tick)
+    import prometheus_client
+
+    from .. import prometheus
+
+    # Registered on this loop: the server's thread asks it for each scrape's sample.
+    registry = prometheus_client.CollectorRegistry()
+    prometheus.register(registry)
+    server, thread = prometheus_client.start_http_server(
+        metrics_port, addr="127.0.0.1", registry=registry
+    )
+    announce(f"http://127.0.0.1:{server.server_address[1]}/metrics")
+    try:
+        return await run_drill(options, on_tick=on_tick)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

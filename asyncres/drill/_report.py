@@ -125,3 +125,20 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
+
+
+def breaker_line(report: dict[str, Any]) -> str:
+    """The protected client's breaker transitions (from its events), phase by phase."""
+    transitions = report["clients"]["protected"]["breaker"]
+    if not transitions:
+        return "Protected client's breaker: stayed closed."
+    phases = report["phases"]
+
+    def phase_at(t: float) -> str:
+        for phase in phases:
+            if phase["start"] <= t < phase["end"]:
+                return str(phase["name"])
+        return "after the schedule"
+
+    parts = [f"t={item['t']:.1f}s {item['state']} ({phase_at(item['t'])})" for item in transitions]
+    return f"Protected client's breaker ({len(parts)} transitions): " + ", ".join(parts)

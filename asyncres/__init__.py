@@ -20,6 +20,11 @@ from ._deadline import Timeout as Timeout
 from ._deadline import deadline as deadline
 from ._deadline import remaining as remaining
 from ._deadline import timeout as timeout
+from ._endpoints import Endpoint as Endpoint
+from ._endpoints import EndpointGroup as EndpointGroup
+from ._endpoints import EndpointGroupStatistics as EndpointGroupStatistics
+from ._endpoints import EndpointStatistics as EndpointStatistics
+from ._endpoints import Route as Route
 from ._exceptions import BulkheadFullError as BulkheadFullError
 from ._exceptions import CircuitOpenError as CircuitOpenError
 from ._exceptions import LimitExceededError as LimitExceededError
@@ -92,6 +97,10 @@ __all__ = [
     "CircuitOpenError",
     "CircuitState",
     "DeadlineScope",
+    "Endpoint",
+    "EndpointGroup",
+    "EndpointGroupStatistics",
+    "EndpointStatistics",
     "Fallback",
     "Hedge",
     "LimitExceededError",
@@ -103,6 +112,7 @@ __all__ = [
     "Retry",
     "RetryBudget",
     "RetryBudgetStatistics",
+    "Route",
     "Throttle",
     "ThrottleStatistics",
     "ThrottledError",

@@ -23,6 +23,8 @@ __all__ = [
     "CircuitDisabled",
     "CircuitHalfOpened",
     "CircuitOpened",
+    "EndpointEjected",
+    "EndpointReadmitted",
     "Event",
     "FallbackUsed",
     "HedgeLaunched",
@@ -220,6 +222,29 @@ class HedgeLaunched(Event):
 
     hedge: int
     delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointEjected(Event):
+    """An `EndpointGroup` ejected ``endpoint`` (an address) for ``seconds``, its
+    ``ejections``-th time, after consecutive failures."""
+
+    __module__ = "asyncres.events"
+
+    level: ClassVar[int] = logging.WARNING
+
+    endpoint: str
+    seconds: float
+    ejections: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointReadmitted(Event):
+    """An ejected endpoint's time is up: the `EndpointGroup` uses it again."""
+
+    __module__ = "asyncres.events"
+
+    endpoint: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,14 @@ from ._backend import running_loop
 __all__ = ["KINDS", "MEASURES", "Measure", "Sample", "bind", "sample", "snapshot", "track"]
 
 #: The kinds of tracked policies, in the order `snapshot` reports them.
-KINDS = ("circuit_breaker", "bulkhead", "adaptive_limit", "retry_budget", "throttle")
+KINDS = (
+    "circuit_breaker",
+    "bulkhead",
+    "adaptive_limit",
+    "retry_budget",
+    "throttle",
+    "endpoint_group",
+)
 
 _live: dict[str, dict[int, tuple[weakref.ref[Any], str]]] = {kind: {} for kind in KINDS}
 _numbers = itertools.count(1)
@@ -169,6 +176,13 @@ def _by(label: str, read: Callable[[Any], dict[Any, int]]) -> Callable[[Any], Po
 def _states(stats: Any) -> Points:
     current = stats.state
     return [({"state": state.value}, 1.0 if state is current else 0.0) for state in type(current)]
+
+
+def _per_endpoint(read: Callable[[Any], float]) -> Callable[[Any], Points]:
+    def points(stats: Any) -> Points:
+        return [({"endpoint": row.endpoint.address}, float(read(row))) for row in stats.endpoints]
+
+    return points
 
 
 MEASURES: tuple[Measure, ...] = (
@@ -342,5 +356,39 @@ MEASURES: tuple[Measure, ...] = (
         "{call}",
         "Calls rejected locally",
         _one(lambda s: s.rejected),
+    ),
+    Measure(
+        "endpoint_group",
+        "healthy",
+        "gauge",
+        "{endpoint}",
+        "Endpoints not ejected",
+        _one(lambda s: s.healthy),
+    ),
+    Measure(
+        "endpoint_group",
+        "panic",
+        "gauge",
+        "1",
+        "1 while too few endpoints are healthy and all are used",
+        _one(lambda s: s.panic),
+    ),
+    Measure(
+        "endpoint_group",
+        "outstanding",
+        "gauge",
+        "{attempt}",
+        "Attempts in flight, per endpoint",
+        _per_endpoint(lambda row: row.outstanding),
+        ("endpoint",),
+    ),
+    Measure(
+        "endpoint_group",
+        "ejected",
+        "gauge",
+        "1",
+        "1 while the endpoint is ejected",
+        _per_endpoint(lambda row: row.ejected),
+        ("endpoint",),
     ),
 )

@@ -24,6 +24,8 @@ from ._events import CircuitClosed as CircuitClosed
 from ._events import CircuitDisabled as CircuitDisabled
 from ._events import CircuitHalfOpened as CircuitHalfOpened
 from ._events import CircuitOpened as CircuitOpened
+from ._events import EndpointEjected as EndpointEjected
+from ._events import EndpointReadmitted as EndpointReadmitted
 from ._events import Event as Event
 from ._events import FallbackUsed as FallbackUsed
 from ._events import HedgeLaunched as HedgeLaunched
@@ -45,6 +47,8 @@ __all__ = [
     "CircuitDisabled",
     "CircuitHalfOpened",
     "CircuitOpened",
+    "EndpointEjected",
+    "EndpointReadmitted",
     "Event",
     "FallbackUsed",
     "HedgeLaunched",

@@ -20,6 +20,7 @@ import asyncres.events
 import asyncres.httpx
 import asyncres.otel
 import asyncres.prometheus
+import asyncres.sharding
 import asyncres.testing
 from asyncres import backoff
 
@@ -36,6 +37,7 @@ PUBLIC_MODULES = {
         asyncres.httpx,
         asyncres.otel,
         asyncres.prometheus,
+        asyncres.sharding,
         asyncres.testing,
     )
 }

@@ -332,7 +332,9 @@ class EndpointGroup:
                     EndpointReadmitted(name=self._name, endpoint=state.endpoint.address),
                 )
 
-    def _pick(self, tried: Sequence[_State]) -> _State:
+    def _pick(
+        self, tried: Sequence[_State], usable: Callable[[Endpoint], bool] | None = None
+    ) -> _State:
         now = self._clock()
         states = list(self._states.values())
         if any(s.ejected_until > -math.inf for s in states):
@@ -342,6 +344,8 @@ class EndpointGroup:
                 healthy = states  # panic: ejecting everything is worse than anything
         else:
             healthy = states
+        if usable is not None:  # e.g. not behind an open breaker, when any is left
+            healthy = [s for s in healthy if usable(s.endpoint)] or healthy
         candidates = healthy
         zone = self._zone
         if zone is not None:
@@ -371,9 +375,9 @@ class EndpointGroup:
         a, b = candidates[first], candidates[second]
         load_a = (a.outstanding + 1) / a.endpoint.weight
         load_b = (b.outstanding + 1) / b.endpoint.weight
-        if load_a != load_b:
-            return a if load_a < load_b else b
-        return b if (b.ewma or 0.0) < (a.ewma or 0.0) else a
+        # Equal loads (light traffic, nothing outstanding): the random first pick, so that
+        # light load spreads over every endpoint instead of piling onto the fastest one.
+        return b if load_b < load_a else a
 
     # -- outcomes ---------------------------------------------------------------------
 
@@ -467,8 +471,8 @@ class Route:
 
     # -- for adapters that send themselves (asyncres.httpx) -----------------------------
 
-    def _begin(self) -> _State:
-        state = self._group._pick(self._tried)
+    def _begin(self, usable: Callable[[Endpoint], bool] | None = None) -> _State:
+        state = self._group._pick(self._tried, usable)
         self._tried.append(state)
         state.outstanding += 1
         return state

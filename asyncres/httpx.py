@@ -40,12 +40,13 @@ import anyio
 
 from . import _telemetry, _validation
 from ._backoff import Backoff, FullJitter
-from ._breaker import CircuitBreaker
+from ._breaker import CircuitBreaker, CircuitState
 from ._budget import RetryBudget
 from ._bulkhead import Bulkhead
 from ._deadline import AdvisoryDeadline, DeadlineScope, remaining
+from ._endpoints import Endpoint, EndpointGroup, Route
 from ._events import Listener
-from ._exceptions import TimeoutExceededError
+from ._exceptions import CircuitOpenError, RejectedError, TimeoutExceededError
 from ._hedge import Hedge
 from ._policy import Policy
 from ._retry import Retry
@@ -325,6 +326,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     idempotency_keys: Setting[bool] = Setting()
     buffer_limit: Setting[int] = Setting()
     max_hosts: Setting[int] = Setting()
+    endpoints: Setting[EndpointGroup | None] = Setting()
 
     def __init__(
         self,
@@ -335,6 +337,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         idempotency_keys: bool = False,
         buffer_limit: int = 1_048_576,
         max_hosts: int = 1024,
+        endpoints: EndpointGroup | Iterable[Endpoint | str] | None = None,
         httpx_module: ModuleType | None = None,
     ) -> None:
         self._x = httpx_module or _module_of(transport) or httpx
@@ -356,6 +359,11 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self._max_hosts = _validation.count("max_hosts", max_hosts, minimum=1)
         self._hosts: OrderedDict[tuple[str, bytes, int | None], _Host] = OrderedDict()
         x = self._x
+        self._endpoints = _endpoint_group(endpoints)
+        self._endpoint_urls: dict[str, Any] = {  # address -> parsed URL
+            e.address: _endpoint_url(e, x)
+            for e in (self._endpoints.endpoints if self._endpoints else ())
+        }
         # Failures where the request certainly never reached the server.
         self._never_sent: tuple[type[BaseException], ...] = (
             x.ConnectError,
@@ -410,6 +418,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             request.headers["Idempotency-Key"] = str(uuid.uuid4())
             idempotent = True
         options = self._options
+        if self._endpoints is not None:
+            return await self._handle_grouped(request, replayable, idempotent)
         if options is None:
             context = _RequestContext(self, request, replayable, idempotent)
             try:
@@ -524,7 +534,32 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         except RetryableStatusError as exc:
             return exc.response
 
+    async def _handle_grouped(self, request: Any, replayable: bool, idempotent: bool) -> Any:
+        """Each attempt to an endpoint of the group (retries and hedges to others)."""
+        assert self._endpoints is not None
+        grouped = _Grouped(self, request, replayable, idempotent, self._endpoints.route())
+        options = self._options
+        try:
+            if options is None:
+                return await self._policy.execute(grouped.attempt_plain)  # type: ignore[union-attr]
+            host = self._host(request.url)  # the logical service: its retry, budget, hedge
+            if options.total_timeout is None:
+                return await host.retry.call(grouped.attempt, host)
+            with AdvisoryDeadline(options.total_timeout):
+                return await host.retry.call(grouped.attempt, host)
+        except RetryableStatusError as exc:
+            return exc.response
+
     # -- internals --------------------------------------------------------------------------
+
+    def _endpoint_usable(self, endpoint: Endpoint) -> bool:
+        """False while the endpoint's own breaker is open: the route picks another."""
+        url = self._endpoint_urls.get(endpoint.address)
+        if url is None:
+            return True
+        host = self._hosts.get((url.scheme, url.raw_host, url.port))
+        breaker = host.breaker if host is not None else None
+        return breaker is None or breaker.state is not CircuitState.OPEN
 
     def _host(self, url: Any) -> _Host:
         # Keyed by the raw parts: decoding the host (IDNA) is only needed for a new host.
@@ -690,6 +725,109 @@ class _RequestContext:
             setattr(exc, _MARK, retryable)
         except AttributeError:  # pragma: no cover - exceptions with __slots__
             pass
+
+
+class _Grouped:
+    """One logical request over an `EndpointGroup`: each attempt rewrites a copy of the
+    request to the endpoint its route picks (the path, query and ``Host`` header stay)."""
+
+    __slots__ = ("idempotent", "replayable", "request", "route", "transport")
+
+    def __init__(
+        self,
+        transport: ResilientTransport,
+        request: Any,
+        replayable: bool,
+        idempotent: bool,
+        route: Route,
+    ) -> None:
+        self.transport = transport
+        self.request = request
+        self.replayable = replayable
+        self.idempotent = idempotent
+        self.route = route
+
+    async def attempt(self, service: _Host) -> Any:
+        """One attempt (the logical service's hedge sends its extra ones elsewhere)."""
+        if service.hedge is None or not (self.idempotent and self.replayable):
+            return await self._once(None)
+        responses: list[Any] = []
+        winner = None
+        try:
+            winner = await service.hedge.call(self._once, responses)
+        finally:
+            for response in responses:
+                if response is not winner:
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+        return winner
+
+    async def attempt_plain(self) -> Any:
+        return await self._once(None, plain=True)
+
+    async def _once(self, responses: list[Any] | None, plain: bool = False) -> Any:
+        transport = self.transport
+        state = self.route._begin(usable=transport._endpoint_usable)
+        request = self._rewritten(state.endpoint)
+        context = _RequestContext(transport, request, self.replayable, self.idempotent)
+        started = anyio.current_time()
+        failed: bool | None = None
+        try:
+            if plain:
+                response = await context.attempt_plain()
+            else:
+                response = await context._guarded(transport._host(request.url), responses)
+            failed = False
+            return response
+        except Exception as exc:
+            failed = _endpoint_failed(exc)
+            raise
+        finally:
+            self.route._end(state, failed, anyio.current_time() - started)
+
+    def _rewritten(self, endpoint: Endpoint) -> Any:
+        original = self.request
+        urls = self.transport._endpoint_urls
+        target = urls.get(endpoint.address)
+        if target is None:  # an address added by the group's update(): checked here
+            target = urls[endpoint.address] = _endpoint_url(endpoint, self.transport._x)
+        # Not copy.copy: httpx's pickling hooks would detach the body stream.
+        request = object.__new__(type(original))
+        request.__dict__.update(original.__dict__)
+        request.url = original.url.copy_with(
+            scheme=target.scheme, host=target.host, port=target.port
+        )
+        request.headers = original.headers.copy()  # each attempt announces its own budget
+        extensions = dict(original.extensions)
+        if target.scheme == "https" and "sni_hostname" not in extensions:
+            extensions["sni_hostname"] = original.url.host  # the certificate's name
+        request.extensions = extensions
+        return request
+
+
+def _endpoint_failed(exc: Exception) -> bool:
+    """Whether an attempt's error counts against its endpoint (outlier detection)."""
+    if isinstance(exc, RetryableStatusError):
+        return int(exc.response.status_code) >= 500
+    if isinstance(exc, CircuitOpenError):
+        return True  # the endpoint's own breaker gave up on it
+    return not isinstance(exc, RejectedError)  # transport errors and timeouts, not queues
+
+
+def _endpoint_group(endpoints: Any) -> EndpointGroup | None:
+    if endpoints is None:
+        return None
+    return endpoints if isinstance(endpoints, EndpointGroup) else EndpointGroup(endpoints)
+
+
+def _endpoint_url(endpoint: Endpoint, x: ModuleType) -> Any:
+    try:
+        url = x.URL(endpoint.address)
+    except Exception as exc:
+        raise ValueError(f"`endpoints`: {endpoint.address!r} is not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"`endpoints`: {endpoint.address!r} must be an http:// or https:// URL")
+    return url
 
 
 async def _read_or_close(response: Any) -> None:

@@ -28,6 +28,7 @@ from ._endpoints import Route as Route
 from ._exceptions import BulkheadFullError as BulkheadFullError
 from ._exceptions import CircuitOpenError as CircuitOpenError
 from ._exceptions import LimitExceededError as LimitExceededError
+from ._exceptions import RateLimitedError as RateLimitedError
 from ._exceptions import RejectedError as RejectedError
 from ._exceptions import ResilienceError as ResilienceError
 from ._exceptions import ThrottledError as ThrottledError
@@ -39,6 +40,9 @@ from ._limit import AdaptiveLimitLane as AdaptiveLimitLane
 from ._limit import LimitStatistics as LimitStatistics
 from ._pipeline import Pipeline as Pipeline
 from ._policy import Policy as Policy
+from ._rate_limit import RateLimit as RateLimit
+from ._rate_limit import RateLimitKey as RateLimitKey
+from ._rate_limit import RateLimitStatistics as RateLimitStatistics
 from ._retry import Attempt as Attempt
 from ._retry import Retry as Retry
 from ._throttle import Throttle as Throttle
@@ -107,6 +111,10 @@ __all__ = [
     "LimitStatistics",
     "Pipeline",
     "Policy",
+    "RateLimit",
+    "RateLimitKey",
+    "RateLimitStatistics",
+    "RateLimitedError",
     "RejectedError",
     "ResilienceError",
     "Retry",

@@ -172,8 +172,9 @@ class CallRejected(Event):
 
     ``reason``: ``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"``, ``"throttled"``,
     ``"shed"`` (evicted by a higher-priority waiter), ``"queue_full"``, ``"queue_timeout"``,
-    ``"deadline"`` (the caller's deadline had already passed), and for `asyncres.db` pools
-    ``"pool_queue_full"``, ``"pool_acquire_timeout"`` or ``"pool_closed"``.
+    ``"deadline"`` (the caller's deadline had already passed), ``"rate_limited"``, and for
+    `asyncres.db` pools ``"pool_queue_full"``, ``"pool_acquire_timeout"`` or
+    ``"pool_closed"``.
     """
 
     __module__ = "asyncres.events"

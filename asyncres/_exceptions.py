@@ -8,6 +8,7 @@ Exception
     │   ├── BulkheadFullError       .max_concurrent, .max_queued
     │   ├── ThrottledError          .reject_probability
     │   ├── LimitExceededError      .limit, .max_queued, .reason
+    │   ├── RateLimitedError        .retry_after: seconds until the call would be admitted
     │   └── (asyncres.db) PoolExhaustedError, PoolClosedError
     ├── (asyncres.db) ConnectTimeoutError, CommitOutcomeUnknownError
     └── TimeoutExceededError        also a builtin TimeoutError; .timeout
@@ -24,6 +25,7 @@ __all__ = [
     "BulkheadFullError",
     "CircuitOpenError",
     "LimitExceededError",
+    "RateLimitedError",
     "RejectedError",
     "ResilienceError",
     "ThrottledError",
@@ -162,6 +164,32 @@ class TimeoutExceededError(ResilienceError, TimeoutError):
         return (TimeoutExceededError, (self.timeout,))
 
 
+class RateLimitedError(RejectedError):
+    """A `RateLimit` refused the call: admitting it would exceed the rate.
+
+    ``retry_after`` is the number of seconds until a call of the same key would be
+    admitted (a `Retry` waits at least that long, or gives up at once when its deadline
+    comes sooner); ``key`` is the key that was limited (``None`` for the shared one).
+    """
+
+    __module__ = "asyncres"
+
+    reason = "rate_limited"
+
+    def __init__(
+        self, name: str | None = None, *, retry_after: float, key: str | None = None
+    ) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        self.key = key
+        label = f"rate limit {name!r}" if name else "rate limit"
+        of = f" for key {key!r}" if key is not None else ""
+        super().__init__(f"{label} exceeded{of}; retry after {retry_after:.3f}s")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_rate_limited, (self.name, self.retry_after, self.key))
+
+
 def _rebuild_circuit_open(
     name: str | None, retry_after: float, reason: str = "circuit_open"
 ) -> CircuitOpenError:
@@ -184,3 +212,9 @@ def _rebuild_limit_exceeded(
     name: str | None, limit: int, max_queued: int, reason: str
 ) -> LimitExceededError:
     return LimitExceededError(name, limit=limit, max_queued=max_queued, reason=reason)
+
+
+def _rebuild_rate_limited(
+    name: str | None, retry_after: float, key: str | None
+) -> RateLimitedError:
+    return RateLimitedError(name, retry_after=retry_after, key=key)

@@ -1,9 +1,9 @@
 """The live stateful policies, read by the bridges `asyncres.otel` and `asyncres.prometheus`.
 
-Every circuit breaker, bulkhead, adaptive limit, retry budget and throttle records itself
-here when it is built (weakly: a policy nobody holds disappears with it), under its
-``name`` or, unnamed, ``"<kind>-<n>"``. The bridges read `snapshot()`; nothing on a call's
-path touches this module.
+Every circuit breaker, bulkhead, adaptive limit, retry budget, throttle, endpoint group and
+rate limit records itself here when it is built (weakly: a policy nobody holds disappears
+with it), under its ``name`` or, unnamed, ``"<kind>-<n>"``. The bridges read `snapshot()`;
+nothing on a call's path touches this module.
 
 A policy's ``statistics()`` may fold its windows, so it must run on the event loop that
 uses the policy, never beside it on an exporter's thread: `sample` takes the snapshot on
@@ -34,6 +34,7 @@ KINDS = (
     "retry_budget",
     "throttle",
     "endpoint_group",
+    "rate_limit",
 )
 
 _live: dict[str, dict[int, tuple[weakref.ref[Any], str]]] = {kind: {} for kind in KINDS}
@@ -390,5 +391,37 @@ MEASURES: tuple[Measure, ...] = (
         "1 while the endpoint is ejected",
         _per_endpoint(lambda row: row.ejected),
         ("endpoint",),
+    ),
+    Measure(
+        "rate_limit",
+        "admitted",
+        "counter",
+        "{call}",
+        "Calls admitted at once",
+        _one(lambda s: s.admitted),
+    ),
+    Measure(
+        "rate_limit",
+        "waited",
+        "counter",
+        "{call}",
+        "Calls admitted after waiting for their turn",
+        _one(lambda s: s.waited),
+    ),
+    Measure(
+        "rate_limit",
+        "rejected",
+        "counter",
+        "{call}",
+        "Calls refused with RateLimitedError",
+        _one(lambda s: s.rejected),
+    ),
+    Measure(
+        "rate_limit",
+        "available",
+        "gauge",
+        "{call}",
+        "Calls of the shared key admitted now without waiting",
+        _one(lambda s: s.available),
     ),
 )

@@ -17,9 +17,9 @@ application's choice). Once instrumented, process-wide:
   and the ``asyncres.events`` counter; rejections also count in ``asyncres.rejections``;
 - attempts and whole calls are timed in seconds (``asyncres.attempt.duration``,
   ``asyncres.call.duration``, with OpenTelemetry's HTTP duration buckets);
-- every live breaker, bulkhead, adaptive limit, retry budget and throttle reports its
-  state as observable instruments (``asyncres.circuit_breaker.state`` and the rest, see
-  the README's table), sampled on the event loop that runs them.
+- every live breaker, bulkhead, adaptive limit, retry budget, throttle, endpoint group and
+  rate limit reports its state as observable instruments (``asyncres.circuit_breaker.state``
+  and the rest, see the README's table), sampled on the event loop that runs them.
 
 The names follow Polly's telemetry (``resilience.polly.*``: events with ``event.name`` and
 ``event.severity``, attempt and pipeline durations) and OpenTelemetry's semantic conventions

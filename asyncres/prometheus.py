@@ -9,10 +9,10 @@
     prometheus_client.start_http_server(9464, addr="127.0.0.1")
 
 Needs ``pip install 'asyncres[prometheus]'``. One collector reports every circuit breaker,
-bulkhead, adaptive limit, retry budget and throttle alive in the process, labelled by the
-policy's ``name`` (unnamed ones get ``"<kind>-<n>"``: name the ones you chart). Names follow
-Prometheus' conventions: ``asyncres_<kind>_<what>``, base units (``_seconds``), totals
-ending in ``_total``. See the README's table.
+bulkhead, adaptive limit, retry budget, throttle, endpoint group and rate limit alive in
+the process, labelled by the policy's ``name`` (unnamed ones get ``"<kind>-<n>"``: name the
+ones you chart). Names follow Prometheus' conventions: ``asyncres_<kind>_<what>``, base
+units (``_seconds``), totals ending in ``_total``. See the README's table.
 
 The statistics are read on the event loop that runs the policies, also when a scrape
 arrives on prometheus_client's own server thread: call `register` from that loop (an app's

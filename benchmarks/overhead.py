@@ -88,6 +88,13 @@ async def asyncres_throttle_call(n: int) -> None:
         await call(ok)
 
 
+async def asyncres_rate_limit_call(n: int) -> None:
+    # A rate no loop reaches: every call takes the admitted-at-once path.
+    call = asyncres.RateLimit(1e12).call
+    for _ in range(n):
+        await call(ok)
+
+
 async def asyncres_limit_call(n: int) -> None:
     call = asyncres.AdaptiveLimit().call
     for _ in range(n):
@@ -375,6 +382,7 @@ def cases() -> list[tuple[str, Case | None, tuple[str, ...]]]:
         ("asyncres Bulkhead `async with`", asyncres_bulkhead_with, both),
         ("asyncres Bulkhead.call", asyncres_bulkhead_call, both),
         ("asyncres Throttle.call (success)", asyncres_throttle_call, both),
+        ("asyncres RateLimit.call (admitted)", asyncres_rate_limit_call, both),
         ("asyncres AdaptiveLimit.call (gradient2)", asyncres_limit_call, both),
         ("asyncres AdaptiveLimit.call (aimd)", asyncres_limit_aimd_call, both),
         ("asyncres AdaptiveLimit.call (every call timed)", asyncres_limit_timed_call, both),
@@ -474,6 +482,7 @@ RETRY_TARGETS = [
     ("5-layer Pipeline ÷ tenacity", PIPELINE, TENACITY, 0.5),
     ("instrumented 5-layer Pipeline ÷ uninstrumented", INSTRUMENTED, PIPELINE, 2.0),
     ("Throttle.call ÷ bare", "asyncres Throttle.call (success)", None, 5.0),
+    ("RateLimit.call ÷ bare", "asyncres RateLimit.call (admitted)", None, 5.0),
     ("AdaptiveLimit.call ÷ bare (gradient2)", "asyncres AdaptiveLimit.call (gradient2)", None, 5.0),
     ("AdaptiveLimit.call ÷ bare (aimd)", "asyncres AdaptiveLimit.call (aimd)", None, 5.0),
 ]

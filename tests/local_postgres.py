@@ -216,6 +216,20 @@ class PostgresServer:
             return
         raise PostgresUnavailable(f"postgres did not start: {last}")
 
+    def base_backup_from(self, primary: PostgresServer) -> None:
+        """Make this cluster a streaming standby of the running ``primary``
+        (``pg_basebackup -R``: it starts in recovery, following the primary)."""
+        self._run(
+            str(self.bindir / "pg_basebackup"),
+            "-h", "127.0.0.1", "-p", str(primary.port), "-U", primary.user,
+            "-D", str(self.datadir), "-R", "-X", "stream", "--no-sync",
+            timeout=120,
+        )  # fmt: skip
+
+    def promote(self) -> None:
+        """Promote a standby to primary (``pg_ctl promote``, waiting until it is done)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "promote")
+
     def restart_same_port(self) -> None:
         """Start again on the port it had (clients keep their DSN across an outage)."""
         options = [f"-p {self.port}", f"-k {self.sockdir}"]

@@ -15,6 +15,7 @@ from ._classify import is_transient as is_transient
 from ._driver import Driver as Driver
 from ._errors import CommitOutcomeUnknownError as CommitOutcomeUnknownError
 from ._errors import ConnectTimeoutError as ConnectTimeoutError
+from ._errors import NoServerMatchedError as NoServerMatchedError
 from ._errors import PoolClosedError as PoolClosedError
 from ._errors import PoolExhaustedError as PoolExhaustedError
 from ._events import ConnectionDiscarded as ConnectionDiscarded
@@ -41,6 +42,7 @@ __all__ = [
     "ConnectionRecycled",
     "Driver",
     "GuardedPool",
+    "NoServerMatchedError",
     "PoolClosedError",
     "PoolExhaustedError",
     "PoolHealth",

@@ -19,6 +19,7 @@ from .._exceptions import RejectedError, ResilienceError
 __all__ = [
     "CommitOutcomeUnknownError",
     "ConnectTimeoutError",
+    "NoServerMatchedError",
     "PoolClosedError",
     "PoolExhaustedError",
 ]
@@ -76,6 +77,23 @@ class PoolClosedError(RejectedError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (PoolClosedError, (self.name,))
+
+
+class NoServerMatchedError(ResilienceError):
+    """No server of a multi-host pool has the wanted role right now
+    (``target_session_attrs``, e.g. ``"read-write"`` while the primary is lost and no
+    standby has been promoted). Counts against the pool's breaker; not retried, so that
+    writes fail fast while reads keep going to the standbys.
+    """
+
+    __module__ = "asyncres.db"
+
+    def __init__(self, target_session_attrs: str, hosts: int) -> None:
+        self.target_session_attrs = target_session_attrs
+        self.hosts = hosts
+        super().__init__(
+            f"none of the {hosts} PostgreSQL servers is {target_session_attrs!r} right now"
+        )
 
 
 class ConnectTimeoutError(ResilienceError, ConnectionError, TimeoutError):

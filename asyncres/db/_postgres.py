@@ -19,10 +19,12 @@ from __future__ import annotations
 import math
 import sys
 from asyncio.events import _get_running_loop
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ._driver import CONNECTION, TRANSIENT
+from ._errors import NoServerMatchedError
 from ._pool import GuardedPool
 
 if TYPE_CHECKING:
@@ -46,12 +48,16 @@ _ISOLATION = {
 #: The client-side limit (asyncpg ``command_timeout``) trails the server's by this much,
 #: so that the server's cleaner error normally wins; it still bounds a silent network.
 _CLIENT_MARGIN = 1.0
+#: asyncpg's ``target_session_attrs`` (libpq's names).
+_SESSION_ATTRS = ("any", "primary", "standby", "read-write", "read-only", "prefer-standby")
 #: The server-side limit derived from a deadline trails it by this much (milliseconds).
 _SERVER_MARGIN_MS = 20
 
 
 def classify_postgres(exc: BaseException) -> int:
     """`TRANSIENT` / `CONNECTION` flags for an asyncpg (or socket) error (0: neither)."""
+    if isinstance(exc, NoServerMatchedError):
+        return CONNECTION  # the servers answer, none has the role: not worth a retry
     asyncpg = sys.modules.get("asyncpg")
     if asyncpg is not None:
         if isinstance(exc, asyncpg.PostgresError):
@@ -89,9 +95,26 @@ class PostgresDriver:
         self,
         dsn: str | None = None,
         *,
+        dsns: Sequence[str] | None = None,
+        target_session_attrs: str | None = None,
         isolation: str | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
+        if dsns is not None:
+            if dsn is not None:
+                raise ValueError("give `dsn` or `dsns`, not both")
+            dsns = _checked_dsns(dsns)
+            if target_session_attrs is None:
+                target_session_attrs = "read-write"
+        if target_session_attrs is not None and target_session_attrs not in _SESSION_ATTRS:
+            raise ValueError(
+                f"`target_session_attrs` must be one of {list(_SESSION_ATTRS)}, "
+                f"got {target_session_attrs!r}"
+            )
+        self.hosts = len(dsns) if dsns is not None else 1
+        #: The servers in the order they are tried (``[dsn]`` for a single server).
+        self.dsns: tuple[str | None, ...] = tuple(dsns) if dsns is not None else (dsn,)
+        self.target_session_attrs = target_session_attrs
         if isolation is not None:
             isolation = isolation.lower()
         if isolation not in _ISOLATION:
@@ -101,11 +124,11 @@ class PostgresDriver:
         self.isolation = isolation
         self._begin_sql = _ISOLATION[isolation]
         kwargs = dict(connect_kwargs or {})
-        for reserved in ("command_timeout", "timeout"):
+        for reserved in ("command_timeout", "timeout", "target_session_attrs"):
             if reserved in kwargs:
                 raise ValueError(
-                    f"`connect_kwargs` must not set {reserved!r}: the pool sets it from "
-                    "statement_timeout / connect_timeout"
+                    f"`connect_kwargs` must not set {reserved!r}: the pool sets it (from "
+                    "statement_timeout / connect_timeout / target_session_attrs)"
                 )
         self.connect_kwargs = kwargs
         self.statement_timeout: float | None = None
@@ -136,14 +159,35 @@ class PostgresDriver:
         settings = dict(kwargs.pop("server_settings", None) or {})
         settings["statement_timeout"] = str(self._default_ms)
         timeout = self.statement_timeout
-        conn = await asyncpg.connect(
-            self.dsn,
-            command_timeout=None if timeout is None else timeout + _CLIENT_MARGIN,
-            server_settings=settings,
-            **kwargs,
-        )
+        kwargs["command_timeout"] = None if timeout is None else timeout + _CLIENT_MARGIN
+        kwargs["server_settings"] = settings
+        attrs = self.target_session_attrs
+        if attrs is None:
+            conn = await asyncpg.connect(self.dsn, **kwargs)
+        else:
+            conn = await self._connect_by_role(asyncpg, attrs, kwargs)
         self._timeouts[conn] = self._default_ms
         return conn
+
+    async def _connect_by_role(self, asyncpg: Any, attrs: str, kwargs: dict[str, Any]) -> Any:
+        """Try the servers in order for one with the role (asyncpg's own multi-host connect
+        reports the first refused host's error even when another answered with the wrong
+        role: the difference between "all down" and "no primary" matters here)."""
+        passes = ("standby", "any") if attrs == "prefer-standby" else (attrs,)
+        wrong_role = False
+        last: BaseException | None = None
+        for wanted in passes:
+            for dsn in self.dsns:
+                try:
+                    return await asyncpg.connect(dsn, target_session_attrs=wanted, **kwargs)
+                except asyncpg.exceptions.TargetServerAttributeNotMatched:
+                    wrong_role = True
+                except (OSError, asyncpg.PostgresError) as exc:
+                    last = exc
+        if wrong_role:
+            raise NoServerMatchedError(attrs, self.hosts) from last
+        assert last is not None
+        raise last
 
     async def close(self, conn: Any, *, hard: bool) -> None:
         self._timeouts.pop(conn, None)
@@ -239,6 +283,28 @@ class PostgresDriver:
         return classify_postgres(exc)
 
 
+def _checked_dsns(dsns: Sequence[str]) -> list[str]:
+    """``dsns`` as a list, after checking they name one database on several servers."""
+    if isinstance(dsns, str) or not dsns:
+        raise ValueError("`dsns` must be a non-empty list of postgresql:// URLs")
+    parts = []
+    for item in dsns:
+        if not isinstance(item, str):
+            raise ValueError(f"`dsns` must hold postgresql:// URLs, got {item!r}")
+        url = urlsplit(item)
+        if url.scheme not in ("postgresql", "postgres") or not url.hostname:
+            raise ValueError(f"`dsns`: {item!r} is not a postgresql://user@host:port/db URL")
+        parts.append(url)
+    first = parts[0]
+    shared = (first.username, first.password, first.path, first.query)
+    for url in parts[1:]:
+        if (url.username, url.password, url.path, url.query) != shared:
+            raise ValueError(
+                "`dsns` must differ only in host and port (same user, database, options)"
+            )
+    return list(dsns)
+
+
 def _import_asyncpg() -> Any:
     try:
         import asyncpg
@@ -252,6 +318,8 @@ def _import_asyncpg() -> Any:
 def postgres(
     dsn: str | None = None,
     *,
+    dsns: Sequence[str] | None = None,
+    target_session_attrs: str | None = None,
     isolation: str | None = None,
     connect_kwargs: Mapping[str, Any] | None = None,
     **options: Unpack[PoolOptions],
@@ -265,6 +333,20 @@ def postgres(
     owns ``timeout`` and ``command_timeout``). Pool options as for `GuardedPool`. The pool
     opens connections itself rather than wrapping ``asyncpg.create_pool`` (see the README).
     asyncio only: asyncpg does not run on trio.
+
+    A primary and its standbys: ``dsns=[primary, standby, ...]`` (same user and database)
+    makes each new connection try the servers in order for the one with the role
+    ``target_session_attrs`` asks for — ``"read-write"`` by default (the primary: writes),
+    ``"prefer-standby"`` for a pool of reads. When the primary is lost its connections
+    break and are replaced on the server that is promoted; with no server of the role the
+    pool raises `NoServerMatchedError` at once (and its breaker counts it), while a reads
+    pool keeps serving from the standbys.
     """
-    driver = PostgresDriver(dsn, isolation=isolation, connect_kwargs=connect_kwargs)
+    driver = PostgresDriver(
+        dsn,
+        dsns=dsns,
+        target_session_attrs=target_session_attrs,
+        isolation=isolation,
+        connect_kwargs=connect_kwargs,
+    )
     return GuardedPool(driver, **options)

@@ -302,3 +302,23 @@ def test_bad_configuration_names_the_parameter() -> None:
         Endpoint("")
     with pytest.raises(ValueError, match="`endpoints`"):
         group("a").update([])
+
+
+@pytest.mark.parametrize("dark", ["refused", "blackholed"])
+def test_a_dark_zone_costs_the_protected_client_under_one_percent(dark: str) -> None:
+    """The zone-outage evidence of benchmarks/endpoints.py, asserted: through an
+    EndpointGroup >= 99 % success at <= 1.6 x the surviving zones' share; round robin with
+    same-address retries loses about a third."""
+    from trio.testing import MockClock
+
+    from benchmarks.endpoints import _zone_outage
+
+    def run(client: str) -> dict[str, float]:
+        options = {"clock": MockClock(autojump_threshold=0)}
+        return anyio.run(_zone_outage, client, dark, backend="trio", backend_options=options)
+
+    protected, naive = run("protected"), run("naive")
+    assert protected["success"] >= 0.99, protected
+    assert max(protected["share_a"], protected["share_b"]) <= 1.6, protected
+    assert protected["after"] == 1.0
+    assert 0.6 < naive["success"] < 0.75, naive

@@ -448,26 +448,19 @@ class Route:
         **kwargs: P.kwargs,
     ) -> T:
         group = self._group
-        state = group._pick(self._tried)
-        self._tried.append(state)
-        clock = group._clock
-        state.outstanding += 1
-        start = clock()
+        state = self._begin()
+        start = group._clock()
+        failed: bool | None = None  # cancelled: says nothing about the endpoint
         try:
             result = await fn(state.endpoint, *args, **kwargs)
         except Exception as exc:
-            state.outstanding -= 1
-            if group._match(exc):
-                group._failed(state)
-            else:
-                group._succeeded(state, clock() - start)  # it answered: the caller's error
+            failed = group._match(exc)  # an unmatched error is an answer: the caller's
             raise
-        except BaseException:
-            state.outstanding -= 1  # cancelled: says nothing about the endpoint
-            raise
-        state.outstanding -= 1
-        group._succeeded(state, clock() - start)
-        return result
+        else:
+            failed = False
+            return result
+        finally:
+            self._end(state, failed, group._clock() - start)
 
     # -- for adapters that send themselves (asyncres.httpx) -----------------------------
 

@@ -202,10 +202,7 @@ class RateLimit(PolicyFaces):
     # -- the contended path -----------------------------------------------------------
 
     async def _acquire(self, key: str | None) -> None:
-        try:
-            now = self._clock()
-        except RuntimeError:
-            now = self._first_clock()
+        now = self._now()
         tat = self._tat(key)
         if tat < now:
             tat = now

@@ -26,7 +26,7 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -594,17 +594,7 @@ class _RequestContext:
         """One attempt, hedged for idempotent requests when the policy says so."""
         if host.hedge is None or not (self.idempotent and self.replayable):
             return await self._guarded(host)
-        # Hedged: responses of attempts that lose the race must be closed, not leaked.
-        responses: list[Any] = []
-        winner = None
-        try:
-            winner = await host.hedge.call(self._guarded, host, responses)
-        finally:
-            for response in responses:
-                if response is not winner:  # a loser, or every one if the call failed
-                    with anyio.CancelScope(shield=True):
-                        await response.aclose()
-        return winner
+        return await _hedged(host.hedge, self._guarded, host)
 
     async def _guarded(self, host: _Host, responses: list[Any] | None = None) -> Any:
         """One attempt through the per-host layers: breaker, then (timed) bulkhead and send."""
@@ -751,16 +741,7 @@ class _Grouped:
         """One attempt (the logical service's hedge sends its extra ones elsewhere)."""
         if service.hedge is None or not (self.idempotent and self.replayable):
             return await self._once(None)
-        responses: list[Any] = []
-        winner = None
-        try:
-            winner = await service.hedge.call(self._once, responses)
-        finally:
-            for response in responses:
-                if response is not winner:
-                    with anyio.CancelScope(shield=True):
-                        await response.aclose()
-        return winner
+        return await _hedged(service.hedge, self._once)
 
     async def attempt_plain(self) -> Any:
         return await self._once(None, plain=True)
@@ -803,6 +784,21 @@ class _Grouped:
             extensions["sni_hostname"] = original.url.host  # the certificate's name
         request.extensions = extensions
         return request
+
+
+async def _hedged(hedge: Hedge, attempt: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``hedge.call(attempt, *args, responses)``: each attempt appends its response to
+    ``responses``; those of attempts that lose the race are closed, not leaked."""
+    responses: list[Any] = []
+    winner = None
+    try:
+        winner = await hedge.call(attempt, *args, responses)
+    finally:
+        for response in responses:
+            if response is not winner:  # a loser, or every one if the call failed
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+    return winner
 
 
 def _endpoint_failed(exc: Exception) -> bool:

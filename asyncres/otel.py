@@ -292,7 +292,7 @@ class _Bridge:
         self.call_duration = meter.create_histogram(
             "asyncres.call.duration",
             unit="s",
-            description="Duration of a whole call through a pipeline or a retry",
+            description="Duration of a whole call through a pipeline",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         for measure in _registry.MEASURES:

@@ -57,7 +57,7 @@ def add_drill(subparsers: Any) -> None:
             "with status 3 if the protected client did not win."
         ),
     )
-    parser.add_argument("--quick", action="store_true", help="a 33-second drill")
+    parser.add_argument("--quick", action="store_true", help="a 37-second drill")
     parser.add_argument("--seed", type=int, default=1, help="randomness seed (default 1)")
     parser.add_argument(
         "--rate", type=float, default=40.0, help="requests per second per client (default 40)"

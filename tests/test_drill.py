@@ -28,6 +28,7 @@ from asyncres.drill import (
     Outage,
     Overload,
     SlowDatabase,
+    ZoneOutage,
     default_schedule,
     load_schedule,
     schedule_from_dict,
@@ -79,6 +80,7 @@ def test_default_schedules_fit_the_time_limits() -> None:
     assert names == [
         "steady",
         "latency spike",
+        "zone outage",
         "error burst",
         "random brownout",
         "overload brownout",
@@ -87,18 +89,19 @@ def test_default_schedules_fit_the_time_limits() -> None:
         "recovery",
     ]
     assert [phase.name for _, _, phase in quick.timeline] == names
-    assert full.duration == 58.0
-    assert quick.duration == 33.0
+    assert full.duration == 62.0
+    assert quick.duration == 37.0
     assert full.duration + 8.0 <= 70.0
     assert quick.duration + 2.0 <= 40.0
-    assert full.timeline[2][:2] == (12.0, 20.0)
+    assert full.timeline[2][:2] == (10.0, 16.0)
     assert full.phases[1].faults == (Latency(0.25, jitter=0.1),)
-    assert full.phases[2].faults == (ErrorBurst(1.0, retry_after=1),)
-    assert full.phases[3].faults == (Brownout(0.5),)
-    assert full.phases[4].faults == (Overload(0.5),)
-    assert full.phases[5].faults == (Outage(),)
-    assert full.phases[6].faults == (SlowDatabase(1.5),)
-    assert full.phases[0].faults == full.phases[7].faults == ()
+    assert full.phases[2].faults == (ZoneOutage("c"),)
+    assert full.phases[3].faults == (ErrorBurst(1.0, retry_after=1),)
+    assert full.phases[4].faults == (Brownout(0.5),)
+    assert full.phases[5].faults == (Overload(0.5),)
+    assert full.phases[6].faults == (Outage(),)
+    assert full.phases[7].faults == (SlowDatabase(1.5),)
+    assert full.phases[0].faults == full.phases[8].faults == ()
 
 
 def test_example_schedule_file_is_the_default_schedule() -> None:
@@ -273,15 +276,15 @@ def test_old_scenario_objects_still_work_and_convert(tmp_path: Path) -> None:
     faults_class, drill_config = old_name("Faults"), old_name("DrillConfig")
     old = default_scenario()
     assert isinstance(old, scenario_class)
-    assert old.duration == 58.0
-    assert old.phases[3].faults.brownout == 0.5
-    assert old.phases[4].faults.overload == 0.5
-    assert old.phases[5].faults.outage
-    assert old.phases[2].faults.error_period == 1.0
+    assert old.duration == 62.0
+    assert old.phases[4].faults.brownout == 0.5
+    assert old.phases[5].faults.overload == 0.5
+    assert old.phases[6].faults.outage
+    assert old.phases[3].faults.error_period == 1.0
     assert old.phases[1].faults.describe() == "+250±100 ms latency"
     assert [(p.name, s, e) for p, s, e in old.boundaries()][:2] == [
-        ("steady", 0.0, 6.0),
-        ("latency spike", 6.0, 12.0),
+        ("steady", 0.0, 4.0),
+        ("latency spike", 4.0, 10.0),
     ]
     assert phase_faults(old.to_schedule()) == phase_faults(default_schedule())
     made = scenario_class(
@@ -406,10 +409,11 @@ ORIGIN = [0.0]
 
 @pytest.mark.anyio
 async def test_schedule_applies_each_phase_to_both_backends_identically() -> None:
-    """Running the schedule switches its faults; both proxies and both backends follow."""
-    schedule = default_schedule(quick=True)  # 2, 2, 4, then 5 s each
-    proxies, admin = [FakeProxy(), FakeProxy()], FakeAdmin()
-    seen: list[tuple[str, list[tuple[float, float]], bool]] = []
+    """Running the schedule switches its faults; both clients' proxies and backends follow."""
+    schedule = default_schedule(quick=True)  # 2, 2, 4, 4, then 5 s each
+    proxies = [(zone, FakeProxy()) for _client in range(2) for zone in "abc"]
+    admin = FakeAdmin()
+    seen: list[tuple[str, list[tuple[float, float]], str]] = []
     done = anyio.Event()
     ORIGIN[0] = anyio.current_time()
     schedule.start()
@@ -419,34 +423,38 @@ async def test_schedule_applies_each_phase_to_both_backends_identically() -> Non
             for start, end, phase in schedule.timeline:
                 await anyio.sleep(ORIGIN[0] + (start + end) / 2 - anyio.current_time())
                 states = {
-                    (tuple((t.latency, t.jitter) for t in p.toxics), p.enabled) for p in proxies
+                    (tuple((t.latency, t.jitter) for t in p.toxics), p.enabled, zone)
+                    for zone, p in proxies
                 }
-                assert len(states) == 1, states  # identical on both
-                toxics, enabled = states.pop()
-                seen.append((phase.name, list(toxics), enabled))
+                assert len(states) == 3, states  # both clients' zones alike
+                toxics = {toxic for toxic, _, _ in states}
+                assert len(toxics) == 1, toxics  # latency reaches every zone
+                up = "".join(sorted(zone for _, enabled, zone in states if enabled))
+                seen.append((phase.name, list(toxics.pop()), up))
             await done.wait()
         assert all(fault._on_change == board.apply for fault in board.faults)
     assert all(fault._on_change is None for fault in board.faults)
     assert seen == [
-        ("steady", [], True),
-        ("latency spike", [(0.25, 0.1)], True),
-        ("error burst", [], True),
-        ("random brownout", [], True),
-        ("overload brownout", [], True),
-        ("hard outage", [], False),
-        ("slow database", [], True),
-        ("recovery", [], True),
+        ("steady", [], "abc"),
+        ("latency spike", [(0.25, 0.1)], "abc"),
+        ("zone outage", [], "ab"),
+        ("error burst", [], "abc"),
+        ("random brownout", [], "abc"),
+        ("overload brownout", [], "abc"),
+        ("hard outage", [], ""),
+        ("slow database", [], "abc"),
+        ("recovery", [], "abc"),
     ]
     assert [(round(t, 2), faults) for t, faults in admin.sent] == [
-        (4.01, ServiceFaults(error_period=1.0, retry_after=1)),
-        (8.01, ServiceFaults(brownout=0.5)),
-        (13.01, ServiceFaults(capacity=20.0)),  # half the default 40 requests/s
-        (18.01, ServiceFaults()),
-        (23.01, ServiceFaults(slow_db=1.5)),
-        (28.01, ServiceFaults()),
+        (8.01, ServiceFaults(error_period=1.0, retry_after=1)),
+        (12.01, ServiceFaults(brownout=0.5)),
+        (17.01, ServiceFaults(capacity=20.0)),  # half the default 40 requests/s
+        (22.01, ServiceFaults()),
+        (27.01, ServiceFaults(slow_db=1.5)),
+        (32.01, ServiceFaults()),
     ]
     assert all(not fault.enabled for fault in board.faults)
-    assert all(p.enabled and not p.toxics for p in proxies)
+    assert all(p.enabled and not p.toxics for _, p in proxies)
 
 
 def test_quick_drill_end_to_end(tmp_path: Path) -> None:
@@ -480,9 +488,15 @@ def test_quick_drill_end_to_end(tmp_path: Path) -> None:
     assert set(checks) == {f"phase {name}" for name in names} | {
         "outage_fails_fast",
         "recovers_after_outage",
+        "zone_outage_absorbed",
     }
     strict = {name for name, check in checks.items() if check.get("strict")}
-    assert strict == {"phase error burst", "phase overload brownout", "phase recovery"}
+    assert strict == {
+        "phase zone outage",
+        "phase error burst",
+        "phase overload brownout",
+        "phase recovery",
+    }
     lost = [name for name, check in checks.items() if not check["passed"]]
     assert verdict["protected_wins"] is (not lost)
     if lost:
@@ -655,5 +669,74 @@ def test_drill_serves_prometheus_metrics_and_reports_breaker_transitions(tmp_pat
     transitions = report["clients"]["protected"]["breaker"]
     assert transitions
     assert transitions[0]["state"] == "open"
-    assert "Protected client's breaker (" in stdout
-    assert "open (outage)" in stdout
+    assert {item["zone"] for item in transitions} <= {"a", "b", "c"}
+    assert "Protected client's breakers (one per zone, " in stdout
+    assert re.search(r"transitions\) — outage: [abc] \(?open", stdout), stdout
+
+
+def test_breaker_line_groups_transitions_by_phase_and_zone() -> None:
+    """One breaker per zone: the report groups their transitions per phase, cycles folded."""
+    from asyncres.drill._report import breaker_line
+
+    phases = [
+        {"name": "calm", "start": 0.0, "end": 2.0},
+        {"name": "down", "start": 2.0, "end": 4.0},
+    ]
+    states = ["open", "half_open", "open", "half_open", "open", "half_open", "closed"]
+    transitions = [{"t": 2.1 + i * 0.1, "state": s, "zone": "a"} for i, s in enumerate(states)]
+    transitions.append({"t": 2.5, "state": "open", "zone": "c"})
+    transitions.append({"t": 5.0, "state": "closed", "zone": "c"})
+    report = {"phases": phases, "clients": {"protected": {"breaker": transitions}}}
+    assert breaker_line(report) == (
+        "Protected client's breakers (one per zone, 9 transitions) — "
+        "down: a (open > half_open) x3 > closed, c open; after the schedule: c closed"
+    )
+    report["clients"]["protected"]["breaker"] = []
+    assert breaker_line(report) == "Protected client's breakers: stayed closed."
+
+
+class ZoneCounter:
+    """What the zone-outage check reads: attempts per (tick, zone)."""
+
+    def __init__(self, per_second: dict[str, float], seconds: float) -> None:
+        from collections import Counter
+
+        from asyncres.drill._service import TICKS
+
+        self.by_zone: Counter[tuple[int, str]] = Counter()
+        for tick in range(int(seconds * TICKS)):
+            for zone, rate in per_second.items():
+                self.by_zone[tick, zone] = round(rate / TICKS)
+
+
+@pytest.mark.parametrize(
+    ("success", "per_second", "passed"),
+    [
+        (1.0, {"a": 20.0, "b": 20.0, "c": 0.0}, True),  # 1.5 x each: absorbed
+        (0.98, {"a": 20.0, "b": 20.0, "c": 0.0}, False),  # requests lost
+        (1.0, {"a": 30.0, "b": 30.0, "c": 0.0}, False),  # 2.25 x: a retry storm on survivors
+        (1.0, {"a": 30.0, "b": 10.0, "c": 0.0}, False),  # one zone takes it all: not noise
+    ],
+)
+def test_zone_outage_check_judges_success_load_and_balance(
+    success: float, per_second: dict[str, float], passed: bool
+) -> None:
+    """zone_outage_absorbed: success, the survivors' average load, and an even split."""
+    from asyncres.drill import ZoneOutage
+    from asyncres.drill._run import _judge_zone_outage
+
+    schedule = chaos.Schedule(
+        [
+            chaos.Phase("calm", seconds=2.0),
+            chaos.Phase("dark", seconds=6.0, faults=[ZoneOutage("c")]),
+        ]
+    )
+    report: dict[str, Any] = {
+        "clients": {"protected": {"phases": {"dark": {"success_rate": success}}}},
+        "verdict": {"checks": {}, "protected_wins": True},
+    }
+    _judge_zone_outage(report, schedule, ZoneCounter(per_second, 8.0), 40.0)
+    check = report["verdict"]["checks"]["zone_outage_absorbed"]
+    assert check["passed"] is passed, check["detail"]
+    assert report["verdict"]["protected_wins"] is passed
+    assert set(check["loads"]) == {"a", "b"}

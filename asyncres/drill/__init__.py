@@ -10,7 +10,7 @@ judges every phase: the protected client must match the naive one's success (wit
 percentage points) at no more load everywhere, and beat it where protection is the point.
 
 The schedule's faults are the drill's kinds — `Latency`, `ErrorBurst`, `Brownout`,
-`Overload`, `Outage`, `SlowDatabase` — applied identically to both clients' backends;
+`Overload`, `Outage`, `ZoneOutage`, `SlowDatabase` — applied identically to both clients' backends;
 `load_schedule` reads them from a `chaos.Schedule` TOML file (``[[phases]]`` tables).
 
 Needs the ``drill`` extra: ``pip install 'asyncres[drill]'``.
@@ -26,6 +26,7 @@ from ._faults import Latency as Latency
 from ._faults import Outage as Outage
 from ._faults import Overload as Overload
 from ._faults import SlowDatabase as SlowDatabase
+from ._faults import ZoneOutage as ZoneOutage
 from ._metrics import Recorder as Recorder
 from ._run import DrillOptions as DrillOptions
 from ._run import run_drill as run_drill
@@ -43,6 +44,7 @@ __all__ = [
     "Overload",
     "Recorder",
     "SlowDatabase",
+    "ZoneOutage",
     "default_schedule",
     "load_schedule",
     "run_drill",

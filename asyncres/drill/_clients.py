@@ -1,17 +1,22 @@
 """The two clients of the drill: a naive one and one protected by asyncres.
 
-- naive: plain httpx (5 s timeout) with the retry most services copy from tenacity's docs:
-  3 attempts, exponential waits (0.1 s, 0.2 s), retrying transport errors and 5xx; no
-  budget, no breaker, no deadline propagation, ``Retry-After`` ignored.
+The service is reached through one fault proxy per zone (`ZONES`): three replicas.
+
+- naive: plain httpx (5 s timeout) that picks a replica round robin and retries on it the
+  way most services copy from tenacity's docs: 3 attempts, exponential waits (0.1 s,
+  0.2 s), retrying transport errors and 5xx; no budget, no breaker, no deadline
+  propagation, ``Retry-After`` ignored.
 - protected: httpx over `asyncres.httpx.ResilientTransport` with the standard policy,
-  unchanged.
+  unchanged, and the three replicas as an `asyncres.EndpointGroup` (defaults, no zone
+  preference: the load spreads like the naive client's).
 
 Both send through a `CountingTransport`, which counts what actually leaves the client
-towards the backend: the load the backend is offered (and the amplification).
+towards the backend, per replica: the load the backend is offered (and the amplification).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -21,6 +26,7 @@ from typing import Any
 import httpx
 import tenacity
 
+from .._endpoints import Endpoint, EndpointGroup
 from ..httpx import ResilientTransport, standard_policy
 from ._service import TICKS
 
@@ -32,13 +38,19 @@ Get = Callable[[str], Awaitable[httpx.Response]]
 class CountingTransport(httpx.AsyncBaseTransport):
     """Counts the requests sent through it, per tenth of a second since ``started``."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, started: float) -> None:
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, started: float, zones: dict[int, str]
+    ) -> None:
         self.inner = inner
         self.started = started
+        self.zones = zones  # proxy port -> zone
         self.sent: Counter[int] = Counter()
+        self.by_zone: Counter[tuple[int, str]] = Counter()  # (tick, zone)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent[int((time.monotonic() - self.started) * TICKS)] += 1
+        tick = int((time.monotonic() - self.started) * TICKS)
+        self.sent[tick] += 1
+        self.by_zone[tick, self.zones.get(request.url.port or 0, "?")] += 1
         return await self.inner.handle_async_request(request)
 
     async def __aenter__(self) -> CountingTransport:
@@ -66,9 +78,17 @@ def _client(base_url: str, name: str, transport: httpx.AsyncBaseTransport) -> ht
     )
 
 
-def naive_client(base_url: str, started: float) -> tuple[httpx.AsyncClient, Get, CountingTransport]:
-    counter = CountingTransport(httpx.AsyncHTTPTransport(), started)
-    client = _client(base_url, "naive", counter)
+def _zones(urls: dict[str, str]) -> dict[int, str]:
+    return {int(httpx.URL(url).port or 0): zone for zone, url in urls.items()}
+
+
+def naive_client(
+    urls: dict[str, str], started: float
+) -> tuple[httpx.AsyncClient, Get, CountingTransport]:
+    """``urls``: the service's URL through each zone's proxy."""
+    counter = CountingTransport(httpx.AsyncHTTPTransport(), started, _zones(urls))
+    client = _client(next(iter(urls.values())), "naive", counter)
+    replicas = itertools.cycle(list(urls.values()))
     retrying = tenacity.AsyncRetrying(
         stop=tenacity.stop_after_attempt(3),
         wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
@@ -80,18 +100,22 @@ def naive_client(base_url: str, started: float) -> tuple[httpx.AsyncClient, Get,
     )
 
     async def get(path: str) -> httpx.Response:
-        response: Any = await retrying.copy()(client.get, path)
+        url = next(replicas) + path  # round robin; the retries stay on this replica
+        response: Any = await retrying.copy()(client.get, url)
         return response  # type: ignore[no-any-return]
 
     return client, get, counter
 
 
 def protected_client(
-    base_url: str, started: float
+    urls: dict[str, str], started: float
 ) -> tuple[httpx.AsyncClient, Get, CountingTransport]:
-    counter = CountingTransport(httpx.AsyncHTTPTransport(), started)
-    transport = ResilientTransport(counter, policy=standard_policy())
-    client = _client(base_url, "protected", transport)
+    counter = CountingTransport(httpx.AsyncHTTPTransport(), started, _zones(urls))
+    replicas = EndpointGroup(
+        [Endpoint(url, zone=zone) for zone, url in urls.items()], name="drill service"
+    )
+    transport = ResilientTransport(counter, policy=standard_policy(), endpoints=replicas)
+    client = _client("http://drill-service", "protected", transport)
 
     async def get(path: str) -> httpx.Response:
         return await client.get(path)

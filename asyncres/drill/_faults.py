@@ -4,7 +4,8 @@ Each is a fault a `chaos.Schedule` can switch (it has an ``enabled`` attribute).
 nothing by itself: while a drill runs, the drill listens to its switch and applies it to the
 two fault proxies (latency, outage) and to the two backends of the service (error burst,
 slow database, brownouts). In a schedule's TOML they are the kinds ``latency``,
-``error_burst``, ``brownout``, ``overload``, ``outage`` and ``slow_db`` (`MAKERS`).
+``error_burst``, ``brownout``, ``overload``, ``outage``, ``zone_outage`` and ``slow_db``
+(`MAKERS`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..chaos._units import parse_duration  # the one spelling of durations ("200
 __all__ = [
     "FAULT_KINDS",
     "MAKERS",
+    "ZONES",
     "Brownout",
     "DrillFault",
     "ErrorBurst",
@@ -27,8 +29,12 @@ __all__ = [
     "Outage",
     "Overload",
     "SlowDatabase",
+    "ZoneOutage",
     "describe_faults",
 ]
+
+#: The drill's zones: each client reaches the service through one fault proxy per zone.
+ZONES = ("a", "b", "c")
 
 
 class DrillFault:
@@ -240,6 +246,29 @@ class Outage(DrillFault):
         return "backend unreachable"
 
 
+class ZoneOutage(DrillFault):
+    """One zone's fault proxies are down (both clients'): the other zones still serve."""
+
+    __slots__ = ("_zone",)
+
+    __module__ = "asyncres.drill"
+
+    kind = "zone_outage"
+    zone: Setting[str] = Setting()
+
+    def __init__(self, zone: str = "c", *, enabled: bool = False) -> None:
+        super().__init__(enabled=enabled)
+        if zone not in ZONES:
+            raise ValueError(f"`zone` must be one of {list(ZONES)}, got {zone!r}")
+        self._zone = zone
+
+    def _options(self) -> tuple[tuple[str, Any], ...]:
+        return (("zone", self._zone),)
+
+    def describe(self) -> str:
+        return f"zone {self._zone} unreachable (of {len(ZONES)})"
+
+
 class SlowDatabase(DrillFault):
     """Every database statement takes ``seconds`` (its connection stays checked out)."""
 
@@ -307,6 +336,10 @@ def _make_outage() -> Outage:
     return Outage()
 
 
+def _make_zone_outage(zone: Any = "c") -> ZoneOutage:
+    return ZoneOutage(zone)
+
+
 def _make_slow_db(seconds: Any) -> SlowDatabase:
     return SlowDatabase(parse_duration(seconds, "seconds"))
 
@@ -319,6 +352,7 @@ MAKERS: dict[str, Callable[..., DrillFault]] = {
     "outage": _make_outage,
     "overload": _make_overload,
     "slow_db": _make_slow_db,
+    "zone_outage": _make_zone_outage,
 }
 
 #: The fault kinds a drill schedule may use.

@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from ..chaos import Phase, Schedule
-from ._faults import Brownout, DrillFault, ErrorBurst, Latency, Outage, Overload, SlowDatabase
+from ._faults import (
+    Brownout,
+    DrillFault,
+    ErrorBurst,
+    Latency,
+    Outage,
+    Overload,
+    SlowDatabase,
+    ZoneOutage,
+)
 from ._run import DrillOptions
 from ._schedule import default_schedule, load_schedule, schedule_from_dict
 
@@ -40,6 +49,7 @@ class Faults:
     slow_db: float = 0.0
     brownout: float = 0.0
     overload: float = 0.0
+    zone_outage: str = ""  # the dark zone ("a", "b" or "c"); kept so the schedule round-trips
 
     def describe(self) -> str:
         from ._faults import describe_faults
@@ -61,6 +71,8 @@ class Faults:
             faults.append(Brownout(self.brownout))
         if self.overload:
             faults.append(Overload(self.overload))
+        if self.zone_outage:
+            faults.append(ZoneOutage(self.zone_outage))
         return tuple(faults)
 
     @classmethod
@@ -81,6 +93,8 @@ class Faults:
                 values["brownout"] = fault.rate
             elif isinstance(fault, Overload):
                 values["overload"] = fault.share
+            elif isinstance(fault, ZoneOutage):
+                values["zone_outage"] = fault.zone
         return cls(**values)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..chaos import Phase, Schedule
-from ._faults import ErrorBurst, Outage, Overload, describe_faults
+from ._faults import ErrorBurst, Outage, Overload, ZoneOutage, describe_faults
 from ._service import TICKS
 
 __all__ = ["Outcome", "Recorder", "summarize"]
@@ -28,7 +28,7 @@ class Recorder:
     samples: list[tuple[float, float, Outcome]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
-    breaker: list[tuple[float, str]] = field(default_factory=list)
+    breaker: list[tuple[float, str, str]] = field(default_factory=list)  # t, state, zone
 
     def add(self, start: float, latency: float, outcome: Outcome) -> None:
         self.samples.append((start, latency, outcome))
@@ -129,7 +129,10 @@ def summarize(
             "phases": phases,
             "timeline": timeline,
             "totals": totals | {"max_in_flight": recorder.max_in_flight},
-            "breaker": [{"t": round(t, 3), "state": state} for t, state in recorder.breaker],
+            "breaker": [
+                {"t": round(t, 3), "state": state, "zone": zone}
+                for t, state, zone in recorder.breaker
+            ],
         }
     return {"clients": clients, "verdict": verdict(schedule, recorders, clients, rate)}
 
@@ -169,10 +172,11 @@ def verdict(
 
     In every phase the protected client's success must be at least the naive one's minus
     `TIE_MARGIN`, at no more load (sent/offered). In phases where protection can win
-    success — an error burst, an overload, and the fault-free phase after a fault (the
-    recovery) — it must be strictly higher, or 100 % for both. A slow database is judged a
-    tie: its capacity (connections / statement time) bounds both clients alike, each on a
-    backend of its own; protection shows in the load, which must not exceed the naive one's.
+    success — an error burst, an overload, a zone outage, and the fault-free phase after a
+    fault (the recovery) — it must be strictly higher, or 100 % for both. A slow database is
+    judged a tie: its capacity (connections / statement time) bounds both clients alike,
+    each on a backend of its own; protection shows in the load, which must not exceed the
+    naive one's.
     A hard outage must fail fast and the first success come within `RECOVERY_LIMIT` of its
     end.
     """
@@ -181,7 +185,7 @@ def verdict(
     previous_faulted = False
     for _, _, phase in schedule.timeline:
         ours, theirs = protected[phase.name], naive[phase.name]
-        strict = _has(phase.faults, (ErrorBurst, Overload)) or (
+        strict = _has(phase.faults, (ErrorBurst, Overload, ZoneOutage)) or (
             not phase.faults and previous_faulted
         )
         previous_faulted = bool(phase.faults)

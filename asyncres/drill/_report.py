@@ -127,11 +127,29 @@ def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
 
 
+def _cycles(states: list[str]) -> str:
+    """``open > half_open > open > half_open > open`` as ``(open > half_open) x2 > open``."""
+    parts: list[str] = []
+    i = 0
+    while i < len(states):
+        pair = states[i : i + 2]
+        n = 1
+        while len(pair) == 2 and states[i + 2 * n : i + 2 * n + 2] == pair:
+            n += 1
+        if n > 1:
+            parts.append(f"({pair[0]} > {pair[1]}) x{n}")
+            i += 2 * n
+        else:
+            parts.append(states[i])
+            i += 1
+    return " > ".join(parts)
+
+
 def breaker_line(report: dict[str, Any]) -> str:
-    """The protected client's breaker transitions (from its events), phase by phase."""
+    """The protected client's breaker transitions (one breaker per zone), phase by phase."""
     transitions = report["clients"]["protected"]["breaker"]
     if not transitions:
-        return "Protected client's breaker: stayed closed."
+        return "Protected client's breakers: stayed closed."
     phases = report["phases"]
 
     def phase_at(t: float) -> str:
@@ -140,5 +158,17 @@ def breaker_line(report: dict[str, Any]) -> str:
                 return str(phase["name"])
         return "after the schedule"
 
-    parts = [f"t={item['t']:.1f}s {item['state']} ({phase_at(item['t'])})" for item in transitions]
-    return f"Protected client's breaker ({len(parts)} transitions): " + ", ".join(parts)
+    # phase -> zone -> states, in order of first appearance.
+    grouped: dict[str, dict[str, list[str]]] = {}
+    for item in transitions:
+        zones = grouped.setdefault(phase_at(item["t"]), {})
+        zones.setdefault(str(item.get("zone", "")), []).append(str(item["state"]))
+    parts = [
+        f"{phase}: "
+        + ", ".join(f"{zone} {_cycles(states)}".strip() for zone, states in zones.items())
+        for phase, zones in grouped.items()
+    ]
+    return (
+        f"Protected client's breakers (one per zone, {len(transitions)} transitions) — "
+        + "; ".join(parts)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import random
 import tempfile
@@ -22,6 +23,7 @@ from asyncres import chaos
 from .. import _validation
 from ._clients import Get, naive_client, protected_client
 from ._faults import (
+    ZONES,
     Brownout,
     DrillFault,
     ErrorBurst,
@@ -29,9 +31,19 @@ from ._faults import (
     Outage,
     Overload,
     SlowDatabase,
+    ZoneOutage,
     describe_faults,
 )
-from ._metrics import FAILED, OK, REJECTED, UNFINISHED, Recorder, summarize, window
+from ._metrics import (
+    FAILED,
+    OK,
+    REJECTED,
+    UNFINISHED,
+    Recorder,
+    judged_until,
+    summarize,
+    window,
+)
 from ._schedule import check_schedule
 from ._service import CLIENTS, PROTECTIONS, ServiceFaults, serve
 
@@ -127,18 +139,27 @@ async def run_drill(
     ):
         upstream = ("127.0.0.1", service.port)
         admin = _Admin(service.port)
-        async with (
-            admin.client,
-            chaos.FaultProxy(upstream=upstream, seed=options.seed, name="naive") as p1,
-            chaos.FaultProxy(upstream=upstream, seed=options.seed, name="protected") as p2,
-        ):
-            return await _drive(options, admin, {"naive": p1, "protected": p2}, on_tick)
+        async with admin.client, contextlib.AsyncExitStack() as stack:
+            # One proxy per client and zone: the service's three "replicas" (one process,
+            # reached through three doors that fail independently).
+            proxies = {
+                name: {
+                    zone: await stack.enter_async_context(
+                        chaos.FaultProxy(
+                            upstream=upstream, seed=options.seed, name=f"{name} zone {zone}"
+                        )
+                    )
+                    for zone in ZONES
+                }
+                for name in CLIENTS
+            }
+            return await _drive(options, admin, proxies, on_tick)
 
 
 async def _drive(
     options: DrillOptions,
     admin: _Admin,
-    proxies: dict[str, Any],
+    proxies: dict[str, dict[str, Any]],
     on_tick: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     schedule = options.schedule
@@ -150,17 +171,27 @@ async def _drive(
     clients: dict[str, tuple[Any, Get]] = {}
     counters = {}
     for name in CLIENTS:
-        client, get, counter = makers[name](f"http://127.0.0.1:{proxies[name].port}", started)
+        urls = {zone: f"http://127.0.0.1:{proxy.port}" for zone, proxy in proxies[name].items()}
+        client, get, counter = makers[name](urls, started)
         clients[name] = (client, get)
         counters[name] = counter
-    watcher = _BreakerWatcher(recorders["protected"], started, proxies["protected"].port)
+    watcher = _BreakerWatcher(
+        recorders["protected"],
+        started,
+        {proxy.port: zone for zone, proxy in proxies["protected"].items()},
+    )
     previous = asyncres.events.set_listeners(*asyncres.events.get_listeners(), watcher)
     try:
         async with contextlib.AsyncExitStack() as stack:
             for client, _ in clients.values():
                 await stack.enter_async_context(client)
             board = stack.enter_context(
-                _FaultBoard(schedule, admin, list(proxies.values()), rate=options.rate)
+                _FaultBoard(
+                    schedule,
+                    admin,
+                    [(zone, p) for per in proxies.values() for zone, p in per.items()],
+                    rate=options.rate,
+                )
             )
             async with anyio.create_task_group() as tg:
                 schedule_done = anyio.Event()
@@ -194,6 +225,7 @@ async def _drive(
     )
     for name in CLIENTS:
         report["clients"][name]["totals"]["backend_max_in_flight"] = backend[name]["max_in_flight"]
+    _judge_zone_outage(report, schedule, counters["protected"], options.rate)
     report |= {
         "version": 1,
         "seed": options.seed,
@@ -212,16 +244,84 @@ async def _drive(
     return report
 
 
-class _BreakerWatcher:
-    """Records the protected client's breaker transitions for its backend host."""
+#: A zone outage: the protected client keeps this much success, the surviving zones carry
+#: the traffic at most this many times their share before on average (two of three zones
+#: carrying it all is 1.5 x), split between them evenly within `ZONE_SIGMAS` binomial
+#: standard deviations (a few hundred requests: a fixed bound per zone would judge noise).
+ZONE_SUCCESS = 0.99
+ZONE_LOAD = 1.6
+ZONE_SIGMAS = 3.0
 
-    def __init__(self, recorder: Recorder, started: float, port: int) -> None:
+
+def _judge_zone_outage(
+    report: dict[str, Any], schedule: chaos.Schedule, counter: Any, rate: float
+) -> None:
+    """The check the generic phase rule cannot make: the other zones absorb the lost one."""
+    found = next(
+        (
+            (start, end, phase, fault)
+            for start, end, phase in schedule.timeline
+            for fault in phase.faults
+            if isinstance(fault, ZoneOutage)
+        ),
+        None,
+    )
+    if found is None:
+        return
+    start, end, phase, fault = found
+    until = judged_until(start, end)
+    share = rate / len(ZONES) * (until - start)  # a zone's requests without faults
+    sent = {
+        zone: window(_only(counter.by_zone, zone), start, until)
+        for zone in ZONES
+        if zone != fault.zone
+    }
+    total = sum(sent.values())
+    mean_load = total / len(sent) / share
+    # Each surviving zone's count if the attempts spread evenly: Binomial(total, 1/k).
+    p = 1.0 / len(sent)
+    spread = ZONE_SIGMAS * math.sqrt(total * p * (1.0 - p))
+    worst = max((abs(n - total * p) for n in sent.values()), default=0.0)
+    success = report["clients"]["protected"]["phases"][phase.name]["success_rate"] or 0.0
+    passed = success >= ZONE_SUCCESS and mean_load <= ZONE_LOAD and worst <= spread
+    shown = ", ".join(f"zone {zone} {n / share:.2f}x" for zone, n in sent.items())
+    checks = report["verdict"]["checks"]
+    checks["zone_outage_absorbed"] = {
+        "passed": passed,
+        "detail": (
+            f"protected: {success:.1%} success with zone {fault.zone} dark; surviving zones "
+            f"offered {shown} their share, {mean_load:.2f}x on average, off an even split "
+            f"by {worst:.0f} requests (need >= {ZONE_SUCCESS:.0%}, <= {ZONE_LOAD:g}x on "
+            f"average, within {spread:.0f} = {ZONE_SIGMAS:g} sigma)"
+        ),
+        "loads": {zone: round(n / share, 3) for zone, n in sent.items()},
+    }
+    report["verdict"]["protected_wins"] = all(c["passed"] for c in checks.values())
+
+
+def _only(by_zone: Counter[tuple[int, str]], zone: str) -> Counter[int]:
+    return Counter({tick: n for (tick, z), n in by_zone.items() if z == zone})
+
+
+def _breakers_now(transitions: list[tuple[float, str, str]]) -> str:
+    """The live table's cell: "closed", or which zones' breakers are not closed."""
+    last = {zone: state for _, state, zone in transitions}
+    shown = [f"{zone} {state}" for zone, state in sorted(last.items()) if state != "closed"]
+    return ", ".join(shown) or "closed"
+
+
+class _BreakerWatcher:
+    """Records the transitions of the protected client's per-replica breakers."""
+
+    def __init__(self, recorder: Recorder, started: float, zones: dict[int, str]) -> None:
         self.recorder = recorder
         self.started = started
-        self.suffix = f":{port}"
+        self.zones = {f":{port}": zone for port, zone in zones.items()}
 
     def __call__(self, event: asyncres.events.Event) -> None:
-        if not (event.name or "").endswith(self.suffix):
+        name = event.name or ""
+        zone = next((z for suffix, z in self.zones.items() if name.endswith(suffix)), None)
+        if zone is None:
             return
         state = {
             asyncres.events.CircuitOpened: "open",
@@ -229,7 +329,7 @@ class _BreakerWatcher:
             asyncres.events.CircuitClosed: "closed",
         }.get(type(event))
         if state is not None:
-            self.recorder.breaker.append((time.monotonic() - self.started, state))
+            self.recorder.breaker.append((time.monotonic() - self.started, state, zone))
 
 
 class _FaultBoard:
@@ -242,7 +342,12 @@ class _FaultBoard:
     """
 
     def __init__(
-        self, schedule: chaos.Schedule, admin: _Admin, proxies: list[Any], *, rate: float = 40.0
+        self,
+        schedule: chaos.Schedule,
+        admin: _Admin,
+        proxies: list[tuple[str, Any]],
+        *,
+        rate: float = 40.0,
     ) -> None:
         self.rate = rate
         seen: dict[int, DrillFault] = {}
@@ -275,12 +380,14 @@ class _FaultBoard:
 
     def apply(self) -> None:
         on = [fault for fault in self.faults if fault.enabled]
-        for proxy in self.proxies:
+        dark = {fault.zone for fault in on if isinstance(fault, ZoneOutage)}
+        down = any(isinstance(fault, Outage) for fault in on)
+        for zone, proxy in self.proxies:
             proxy.clear()
             for fault in on:
                 if isinstance(fault, Latency):
                     proxy.add(chaos.LatencyToxic(fault.seconds, jitter=fault.jitter))
-            proxy.enabled = not any(isinstance(fault, Outage) for fault in on)
+            proxy.enabled = not down and zone not in dark
         changes: dict[str, Any] = {}
         for fault in on:
             if isinstance(fault, ErrorBurst):
@@ -396,7 +503,7 @@ async def _ticker(
                 "sent": window(counters[client].sent, start, end),
                 "reached": window(counts.get("reached", Counter()), start, end),
                 "rejected": sum(1 for s in samples if s[2] == REJECTED),
-                "breaker": recorder.breaker[-1][1] if recorder.breaker else "closed",
+                "breaker": _breakers_now(recorder.breaker),
                 **{key: window(counts.get(key, Counter()), start, end) for key in PROTECTIONS},
             }
         on_tick(snapshot)

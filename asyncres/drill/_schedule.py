@@ -44,6 +44,7 @@ from ._faults import (
     Outage,
     Overload,
     SlowDatabase,
+    ZoneOutage,
 )
 
 __all__ = ["check_schedule", "default_schedule", "load_schedule", "schedule_from_dict"]
@@ -56,6 +57,7 @@ _OPTIONS: dict[str, frozenset[str]] = {
     "outage": frozenset(),
     "overload": frozenset({"share"}),
     "slow_db": frozenset({"seconds"}),
+    "zone_outage": frozenset({"zone"}),
 }
 _REQUIRED: dict[str, frozenset[str]] = {
     "brownout": frozenset(),
@@ -64,12 +66,14 @@ _REQUIRED: dict[str, frozenset[str]] = {
     "outage": frozenset(),
     "overload": frozenset(),
     "slow_db": frozenset({"seconds"}),
+    "zone_outage": frozenset(),
 }
 
 #: The default schedule's phases: name, seconds (full, quick), faults.
 _DEFAULT_PHASES: tuple[tuple[str, float, float, tuple[DrillFault, ...]], ...] = (
-    ("steady", 6.0, 2.0, ()),
+    ("steady", 4.0, 2.0, ()),
     ("latency spike", 6.0, 2.0, (Latency(0.25, jitter=0.1),)),
+    ("zone outage", 6.0, 4.0, (ZoneOutage("c"),)),
     # Whole cycles of the burst (1 s of 503s, 1 s of service), so that it ends on a good
     # second: a burst cut in its error second would push its retries into the next phase.
     ("error burst", 8.0, 4.0, (ErrorBurst(1.0, retry_after=1),)),
@@ -82,10 +86,10 @@ _DEFAULT_PHASES: tuple[tuple[str, float, float, tuple[DrillFault, ...]], ...] = 
 
 
 def default_schedule(*, quick: bool = False) -> Schedule:
-    """steady → latency spike → error burst → random brownout → overload brownout → hard
-    outage → slow database → recovery.
+    """steady → latency spike → zone outage → error burst → random brownout → overload
+    brownout → hard outage → slow database → recovery.
 
-    58 s of traffic, the same schedule as ``examples/drill_schedule.toml``; 33 s with
+    62 s of traffic, the same schedule as ``examples/drill_schedule.toml``; 37 s with
     ``quick``, whose faulted phases last 5 s (the error burst 4 s, whole cycles) so that a
     phase's first second, where the previous fault still echoes, is a fifth of it.
     """

@@ -27,12 +27,13 @@ from ._backoff import Backoff
 from ._breaker_config import breaker_config
 from ._breaker_state import NO_PROBE, CircuitBreakerStatistics, CircuitState, CircuitStateController
 from ._clock import Clock
-from ._events import Listener
-from ._health_metrics import CountWindow, HealthMetrics, TimeWindow
+from ._events import CircuitClosed, CircuitOpened, Event, Listener
+from ._health_metrics import CountWindow, HealthMetrics, HealthSnapshot, TimeWindow
 from ._matching import ErrorFilter
 from ._policy import PolicyFaces
 from ._registry import track
 from ._setting import Setting
+from ._store import SharedBreaker, Store, TripRule, checked_store
 
 __all__ = ["CircuitBreaker", "CircuitBreakerStatistics", "CircuitState"]
 
@@ -85,6 +86,13 @@ class CircuitBreaker(PolicyFaces):
     emits `CircuitClosed`), `disable` (admit everything, keep recording, never trip; emits
     `CircuitDisabled`). `state` and `statistics` report.
 
+    **Fleet.** With ``store=`` (e.g. `asyncres.redis.RedisStore`) and a ``name=``, one
+    circuit for every process that shares the name: each counts locally and the store
+    syncs the counts and the state in the background, so the fleet's failures trip it (the
+    failures in a row and the window's rate, over the fleet), and a process's open or close
+    reaches the others within the store's flush interval. A lost store leaves each process
+    with its local breaker. Needs ``window_type="time"``.
+
     **Configuration** is read-only after construction: assigning ``breaker.failure_rate``
     (or any option) raises ``AttributeError``; build a new breaker instead.
 
@@ -105,6 +113,7 @@ class CircuitBreaker(PolicyFaces):
         "_on",
         "_recovery_backoff",
         "_recovery_time",
+        "_replica",
         "_rng",
         "_slow_call_duration",
         "_slow_call_rate",
@@ -157,7 +166,17 @@ class CircuitBreaker(PolicyFaces):
         listeners: Iterable[Listener] = (),
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        store: Store | None = None,
     ) -> None:
+        fleet: _FleetReporter | None = None
+        if store is not None:
+            checked_store(store, name, "breaker")
+            if window_type != "time":
+                raise ValueError(
+                    "`window_type` must be 'time' with `store`: a fleet shares a time window"
+                )
+            fleet = _FleetReporter()
+            listeners = (*listeners, fleet)
         config = breaker_config(
             failure_threshold=failure_threshold,
             failure_rate=failure_rate,
@@ -197,6 +216,22 @@ class CircuitBreaker(PolicyFaces):
             metrics = TimeWindow(config.window)
         else:
             metrics = CountWindow(int(config.window))
+        self._replica: SharedBreaker | None = None
+        if store is not None and fleet is not None:
+            replica = SharedBreaker(
+                config.name or "",
+                config.window,
+                TripRule(
+                    config.failure_threshold or 0,
+                    config.failure_rate or 0.0,
+                    config.trip_min_calls,
+                    _first_delay(config.recovery_time, config.recovery_backoff, config.rng),
+                ),
+                self._apply_fleet,
+            )
+            fleet.replica = self._replica = replica
+            metrics = _FleetMetrics(metrics, replica)
+            store.attach(replica)
         self._controller = CircuitStateController(config, metrics, self)
         track("circuit_breaker", self, config.name)
 
@@ -327,6 +362,74 @@ class CircuitBreaker(PolicyFaces):
 
     def _force(self, state: CircuitState, retry_after: float | None = None) -> None:
         self._controller.force(state, retry_after)
+
+    def _apply_fleet(self, state: str, remaining: float) -> None:
+        """The fleet's circuit changed state (another process opened or closed it)."""
+        controller = self._controller
+        local = controller.state
+        if state == "open" and local in (CircuitState.CLOSED, CircuitState.HALF_OPEN):
+            now = controller.now_or_none()
+            controller._to_open(now, FLEET_REASON, CircuitState.OPEN, remaining)
+        elif state == "closed" and local in (CircuitState.OPEN, CircuitState.HALF_OPEN):
+            controller._to_closed()
+
+
+#: The reason of a `CircuitOpened` applied from the fleet's state (not reported back).
+FLEET_REASON = "opened by the fleet"
+
+
+class _FleetReporter:
+    """Hands this process's own transitions to the store (a listener of the breaker)."""
+
+    __slots__ = ("replica",)
+
+    def __init__(self) -> None:
+        self.replica: SharedBreaker | None = None
+
+    def __call__(self, event: Event) -> None:
+        replica = self.replica
+        if replica is None:
+            return
+        if isinstance(event, CircuitOpened):
+            if event.reason not in (FLEET_REASON, "isolated"):
+                replica.transitioned("open", event.retry_after)
+        elif isinstance(event, CircuitClosed):
+            replica.transitioned("closed", 0.0)
+
+
+class _FleetMetrics:
+    """The local window, with every outcome also counted for the fleet, and the others'
+    counts (from the store's last sync) added to each snapshot the trip rule reads."""
+
+    __slots__ = ("_local", "_replica")
+
+    def __init__(self, local: HealthMetrics, replica: SharedBreaker) -> None:
+        self._local = local
+        self._replica = replica
+
+    def record(self, now: float, failed: bool, slow: bool) -> None:
+        self._local.record(now, failed, slow)
+        self._replica.outcome(failed)
+
+    def record_successes(self, count: int, since: float, now: float) -> None:
+        self._local.record_successes(count, since, now)
+        self._replica.outcome(False, count)
+
+    def snapshot(self, now: float | None) -> HealthSnapshot:
+        total, failures, slow = self._local.snapshot(now)
+        calls, failed = self._replica.totals
+        return HealthSnapshot(total + int(calls), failures + int(failed), slow)
+
+    def reset(self) -> None:
+        self._local.reset()
+        self._replica.stale()
+
+
+def _first_delay(recovery_time: float | None, backoff: Backoff | None, rng: Any) -> float:
+    if recovery_time is not None:
+        return recovery_time
+    assert backoff is not None
+    return float(next(iter(backoff.delays(rng))))
 
 
 class _BoundCall(functools.partial[Coroutine[Any, Any, Any]]):

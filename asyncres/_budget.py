@@ -14,6 +14,7 @@ import anyio
 from . import _validation
 from ._registry import track
 from ._setting import Setting
+from ._store import SharedWindow, Store, checked_store
 
 __all__ = ["RetryBudget", "RetryBudgetStatistics"]
 
@@ -25,6 +26,9 @@ _SLICES = 10
 # An overload signal holds the adaptive ratio at its floor for this share of the window (1 s
 # of the default 10 s): while the dependency keeps asking for room, and briefly after.
 _OVERLOAD_HOLD = 0.1
+# What a budget shares with the fleet (`store=`), and the others' window when alone.
+_FLEET_FIELDS = ("deposits", "withdrawals", "retries", "refunds")
+_ALONE = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,12 @@ class RetryBudget:
 
     With ``ratio`` given the budget is Finagle's fixed one.
 
+    With ``store=`` (e.g. `asyncres.redis.RedisStore`) and a ``name=``, every process
+    sharing the name shares one budget: each adds the others' deposits, withdrawals,
+    retries and refunds over the window (as of the store's last sync) to its own, so the
+    reserve of ``min_per_second * ttl`` and the ratio bound the fleet's retries, not each
+    process's. A lost store leaves each process its local budget.
+
     ``name`` labels it in telemetry (`asyncres.otel`, `asyncres.prometheus`); a `Retry`'s own
     default budget takes the retry's name.
 
@@ -102,6 +112,7 @@ class RetryBudget:
         "_refund_total",
         "_refunds",
         "_refused",
+        "_replica",
         "_retries",
         "_retry_total",
         "_slice",
@@ -129,7 +140,10 @@ class RetryBudget:
         ttl: float = 10.0,
         clock: Callable[[], float] | None = None,
         name: str | None = None,
+        store: Store | None = None,
     ) -> None:
+        if store is not None:
+            checked_store(store, name, "budget")
         if ratio is not None:
             ratio = _validation.ratio("ratio", ratio)
             min_ratio = max_ratio = ratio
@@ -164,6 +178,10 @@ class RetryBudget:
         self._overloaded_until = -math.inf
         self._pending = 0
         self._refused = 0
+        self._replica: SharedWindow | None = None
+        if store is not None:
+            self._replica = SharedWindow("budget", name or "", _FLEET_FIELDS, self._ttl)
+            store.attach(self._replica)
         track("retry_budget", self, name)
 
     def __repr__(self) -> str:
@@ -187,6 +205,9 @@ class RetryBudget:
             self._withdraw_total += 1
             self._retries[index] += 1
             self._retry_total += 1
+            if self._replica is not None:
+                self._replica.add(1)
+                self._replica.add(2)
             return True
         self._refused += 1
         return False
@@ -207,6 +228,9 @@ class RetryBudget:
         self._withdraw_total -= 1
         self._refunds[index] += 1
         self._refund_total += 1
+        if self._replica is not None:
+            self._replica.add(1, -1.0)
+            self._replica.add(3)
 
     def signal_overload(self) -> None:
         """Record that the dependency shows overload: the adaptive ratio drops to ``min_ratio``
@@ -241,9 +265,11 @@ class RetryBudget:
 
     def _current_ratio(self) -> float:
         low = self._min_ratio
-        if self._max_ratio == low or not self._retry_total or self._overloaded():
+        _, _, other_retries, other_refunds = self._others()
+        retries = self._retry_total + other_retries
+        if self._max_ratio == low or not retries or self._overloaded():
             return low
-        share = self._refund_total / self._retry_total
+        share = (self._refund_total + other_refunds) / retries
         # The better of the window and its last two slices: failures that ended (a slow
         # database that recovered) stop holding the ratio down within two slices, as the
         # Throttle lets go. In an outage no retry succeeds in either, so the bound holds.
@@ -257,10 +283,17 @@ class RetryBudget:
 
     def _available(self) -> float:
         self._advance()
+        deposits, withdrawals, _, _ = self._others()
         allowance = max(
-            self._min_per_second * self._ttl, self._current_ratio() * self._deposit_total
+            self._min_per_second * self._ttl,
+            self._current_ratio() * (self._deposit_total + deposits),
         )
-        return allowance - self._withdraw_total
+        return allowance - self._withdraw_total - withdrawals
+
+    def _others(self) -> tuple[float, ...] | list[float]:
+        """The other processes' window (deposits, withdrawals, retries, refunds)."""
+        replica = self._replica
+        return _ALONE if replica is None else replica.totals
 
     def _advance(self) -> None:
         """Expire slices older than ``ttl`` and fold pending deposits into the current one."""
@@ -295,4 +328,6 @@ class RetryBudget:
         if self._pending:
             self._deposits[now_slice % _SLICES] += self._pending
             self._deposit_total += self._pending
+            if self._replica is not None:
+                self._replica.add(0, self._pending)
             self._pending = 0

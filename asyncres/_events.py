@@ -33,6 +33,8 @@ __all__ = [
     "RetryBudgetExhausted",
     "RetryGaveUp",
     "RetryScheduled",
+    "StoreRecovered",
+    "StoreUnavailable",
     "ThrottleEngaged",
     "ThrottleReleased",
     "TimeoutExpired",
@@ -255,6 +257,26 @@ class FallbackUsed(Event):
     __module__ = "asyncres.events"
 
     error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUnavailable(Event):
+    """A shared state store (``name``: its prefix) cannot be reached: its policies decide on
+    local state until it returns."""
+
+    __module__ = "asyncres.events"
+    level: ClassVar[int] = logging.WARNING
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRecovered(Event):
+    """The store answers again after ``seconds`` without it; its policies resync."""
+
+    __module__ = "asyncres.events"
+
+    seconds: float
 
 
 def log_event(event: Event) -> None:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, NoReturn, ParamSpec, TypeVar
 
 import anyio
 
@@ -27,6 +27,7 @@ from ._exceptions import RateLimitedError
 from ._policy import PolicyFaces
 from ._registry import track
 from ._setting import Setting
+from ._store import SharedRate, Store, checked_store
 
 if TYPE_CHECKING:
     from typing import Self
@@ -69,6 +70,15 @@ class RateLimit(PolicyFaces):
     least recently used idle ones are dropped, which costs nothing: an idle key's state is
     a full burst).
 
+    **Fleet.** With ``store=`` (e.g. `asyncres.redis.RedisStore`) and a ``name=``, the
+    shared key is one limit for every process that shares the name: the store leases
+    admissions from one GCRA on the server in small batches (what the last flush interval
+    wanted, at most ``burst``) and returns the unused ones at the next sync, so the fleet
+    admits ``rate`` per ``per`` in total. A call with no leased admission left waits for
+    the next lease within ``max_wait`` (and the deadline), else is refused. While the store
+    is unreachable each process limits itself to its share, ``rate / members`` (the members
+    seen at the last sync). ``key()`` views stay per process.
+
     Configuration is read-only after construction.
     """
 
@@ -77,7 +87,9 @@ class RateLimit(PolicyFaces):
         "_admitted",
         "_burst",
         "_clock",
+        "_fallback_tat",
         "_interval",
+        "_lease_event",
         "_listeners",
         "_max_keys",
         "_max_wait",
@@ -85,6 +97,7 @@ class RateLimit(PolicyFaces):
         "_per",
         "_rate",
         "_rejected",
+        "_replica",
         "_shared",
         "_tats",
         "_tolerance",
@@ -108,7 +121,7 @@ class RateLimit(PolicyFaces):
         burst: int | None = None,
         max_wait: float = 0.0,
         max_keys: int = 10_000,
-        store: object | None = None,
+        store: Store | None = None,
         name: str | None = None,
         listeners: Iterable[Listener] = (),
         clock: Callable[[], float] | None = None,
@@ -121,10 +134,7 @@ class RateLimit(PolicyFaces):
         self._max_wait = _validation.non_negative("max_wait", max_wait)
         self._max_keys = _validation.count("max_keys", max_keys, minimum=1)
         if store is not None:
-            raise ValueError(
-                "`store` must be None: the shared (Redis) store is not available yet; "
-                "RateLimit keeps its state in this process"
-            )
+            checked_store(store, name, "rate limit")
         if clock is not None and not callable(clock):
             raise ValueError(f"`clock` must be callable, got {clock!r}")
         # Resolved on first use (time.monotonic on a stock asyncio loop: 45 ns, where asking
@@ -141,6 +151,12 @@ class RateLimit(PolicyFaces):
         self._admitted = 0
         self._waited = 0
         self._rejected = 0
+        self._replica: SharedRate | None = None
+        self._lease_event: anyio.Event | None = None
+        self._fallback_tat = -math.inf
+        if store is not None:
+            self._replica = SharedRate(name or "", self._interval, self._burst, self._wake)
+            store.attach(self._replica)
         track("rate_limit", self, name)
 
     def __repr__(self) -> str:
@@ -154,6 +170,9 @@ class RateLimit(PolicyFaces):
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` once the rate allows (shared key)."""
+        if self._replica is not None:
+            await self._acquire_fleet(self._replica)
+            return await fn(*args, **kwargs)
         try:
             now = self._clock()
         except RuntimeError:  # resolved in another kind of loop (asyncio, then trio)
@@ -202,6 +221,9 @@ class RateLimit(PolicyFaces):
     # -- the contended path -----------------------------------------------------------
 
     async def _acquire(self, key: str | None) -> None:
+        if key is None and self._replica is not None:
+            await self._acquire_fleet(self._replica)
+            return
         now = self._now()
         tat = self._tat(key)
         if tat < now:
@@ -218,10 +240,7 @@ class RateLimit(PolicyFaces):
         wait = tat - self._tolerance - now
         left = remaining()
         if wait > self._max_wait or (left is not None and wait > left):
-            self._rejected += 1
-            error = RateLimitedError(self._name, retry_after=wait, key=key)
-            emit(self._listeners, CallRejected(name=self._name, reason=error.reason))
-            raise error
+            self._refuse(key, wait)
         self._set_tat(key, tat + self._interval)  # the turn is ours while we wait
         try:
             await anyio.sleep(wait)
@@ -230,6 +249,69 @@ class RateLimit(PolicyFaces):
             self._set_tat(key, self._tat(key) - self._interval)
             raise
         self._waited += 1
+
+    # -- the fleet (store=) -----------------------------------------------------------
+
+    async def _acquire_fleet(self, replica: SharedRate) -> None:
+        """Spend a leased admission, wait for the next lease, or refuse."""
+        replica.wanted += 1
+        if replica.tokens > 0:
+            replica.tokens -= 1
+            self._admitted += 1
+            return
+        if replica.cold:  # waking up from idle: the local share until the next lease
+            await self._acquire_share(replica.members)
+            return
+        start = now = self._now()
+        left = remaining()
+        limit = self._max_wait if left is None else min(self._max_wait, left)
+        while replica.live:
+            if now - start >= limit:
+                self._refuse(None, self._interval * replica.members)
+            event = self._lease_event
+            if event is None:
+                event = self._lease_event = anyio.Event()
+            with anyio.move_on_after(limit - (now - start)):
+                await event.wait()
+            if replica.tokens > 0:
+                replica.tokens -= 1
+                self._waited += 1
+                return
+            now = self._now()
+        await self._acquire_share(replica.members)
+
+    async def _acquire_share(self, members: int) -> None:
+        """The store is unreachable: this process's share of the rate, locally."""
+        interval = self._interval * members
+        burst = max(1, math.ceil(self._burst / members))
+        now = self._now()
+        tat = max(self._fallback_tat, now)
+        wait = tat - (interval * (burst - 1) + 1e-9) - now
+        if wait <= 0.0:
+            self._fallback_tat = tat + interval
+            self._admitted += 1
+            return
+        left = remaining()
+        if wait > self._max_wait or (left is not None and wait > left):
+            self._refuse(None, wait)
+        self._fallback_tat = tat + interval
+        try:
+            await anyio.sleep(wait)
+        except BaseException:
+            self._fallback_tat -= interval
+            raise
+        self._waited += 1
+
+    def _wake(self) -> None:
+        event, self._lease_event = self._lease_event, None
+        if event is not None:
+            event.set()
+
+    def _refuse(self, key: str | None, retry_after: float) -> NoReturn:
+        self._rejected += 1
+        error = RateLimitedError(self._name, retry_after=retry_after, key=key)
+        emit(self._listeners, CallRejected(name=self._name, reason=error.reason))
+        raise error
 
     def _now(self) -> float:
         try:

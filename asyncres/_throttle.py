@@ -49,6 +49,7 @@ from ._matching import ErrorFilter, matcher
 from ._policy import PolicyFaces
 from ._registry import track
 from ._setting import Setting
+from ._store import SharedWindow, Store, checked_store
 
 __all__ = ["Throttle", "ThrottleStatistics"]
 
@@ -98,6 +99,11 @@ class Throttle(PolicyFaces):
     **Faces.** ``await throttle.call(fn, *args, **kwargs)``, ``await throttle.execute(fn)``,
     ``@throttle`` and ``async with throttle: ...`` (there ``on_result`` does not apply).
 
+    **Fleet.** With ``store=`` (e.g. `asyncres.redis.RedisStore`) and a ``name=``, the
+    window's formula runs on the fleet's requests and accepts (the others' as of the
+    store's last sync added to this process's), so a process that just started throttles as
+    the fleet does; the release over the last two buckets still follows local evidence.
+
     Bookkeeping is synchronous, so a throttle is correct under concurrency without a lock.
     Not thread-safe: use it from one event loop (as anyio primitives).
     """
@@ -123,6 +129,7 @@ class Throttle(PolicyFaces):
         "_pending",
         "_probability",
         "_rejected",
+        "_replica",
         "_requests",
         "_requests_total",
         "_rng",
@@ -155,7 +162,10 @@ class Throttle(PolicyFaces):
         listeners: Iterable[Listener] = (),
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        store: Store | None = None,
     ) -> None:
+        if store is not None:
+            checked_store(store, name, "throttle")
         k = _validation.finite_positive("k", k)
         if k <= 1.0:
             raise ValueError(f"`k` must be > 1 (k <= 1 rejects healthy traffic), got {k!r}")
@@ -190,6 +200,12 @@ class Throttle(PolicyFaces):
         self._probability = 0.0
         self._engaged = False
         self._rejected = 0
+        self._replica: SharedWindow | None = None
+        if store is not None:
+            self._replica = SharedWindow(
+                "throttle", name or "", ("requests", "accepts"), self._window, self._fold
+            )
+            store.attach(self._replica)
 
     def __repr__(self) -> str:
         name = f", name={self._name!r}" if self._name else ""
@@ -275,6 +291,11 @@ class Throttle(PolicyFaces):
         if served:
             self._accepts[index] += 1
             self._accepts_total += 1
+        replica = self._replica
+        if replica is not None:
+            replica.add(0)
+            if served:
+                replica.add(1)
         self._update()
 
     def _fold(self) -> None:
@@ -307,19 +328,28 @@ class Throttle(PolicyFaces):
             accepts[index] += pending
             self._requests_total += pending
             self._accepts_total += pending
+            if self._replica is not None:
+                self._replica.add(0, pending)
+                self._replica.add(1, pending)
         return index
 
     def _update(self) -> None:
         k = self._k
-        requests = self._requests_total
-        probability = (requests - k * self._accepts_total) / (requests + 1)
+        requests: float = self._requests_total
+        accepts: float = self._accepts_total
+        replica = self._replica
+        if replica is not None:  # the fleet's window: the others' counts added
+            requests += replica.totals[0]
+            accepts += replica.totals[1]
+        probability = (requests - k * accepts) / (requests + 1)
         if probability > 0.0:
             current = self._current
             assert current is not None
             now, before = current % self._buckets, (current - 1) % self._buckets
             recent = self._requests[now] + self._requests[before]
             served = self._accepts[now] + self._accepts[before]
-            probability = min(probability, (recent - k * served) / (recent + 1))
+            if recent or replica is None:  # a fleet's view stands until local evidence
+                probability = min(probability, (recent - k * served) / (recent + 1))
             probability = min(max(probability, 0.0), self._max_reject_probability)
         else:
             probability = 0.0

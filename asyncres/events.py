@@ -34,6 +34,8 @@ from ._events import Listener as Listener
 from ._events import RetryBudgetExhausted as RetryBudgetExhausted
 from ._events import RetryGaveUp as RetryGaveUp
 from ._events import RetryScheduled as RetryScheduled
+from ._events import StoreRecovered as StoreRecovered
+from ._events import StoreUnavailable as StoreUnavailable
 from ._events import ThrottleEngaged as ThrottleEngaged
 from ._events import ThrottleReleased as ThrottleReleased
 from ._events import TimeoutExpired as TimeoutExpired
@@ -57,6 +59,8 @@ __all__ = [
     "RetryBudgetExhausted",
     "RetryGaveUp",
     "RetryScheduled",
+    "StoreRecovered",
+    "StoreUnavailable",
     "ThrottleEngaged",
     "ThrottleReleased",
     "TimeoutExpired",

@@ -828,7 +828,11 @@ def test_configuration_is_read_only(attribute: str) -> None:
 
 def test_every_public_option_is_a_setting() -> None:
     """The read-only test covers every constructor option that is a public attribute."""
-    options = set(inspect.signature(asyncres.CircuitBreaker).parameters) - {"listeners", "clock"}
+    options = set(inspect.signature(asyncres.CircuitBreaker).parameters) - {
+        "listeners",
+        "clock",
+        "store",
+    }
     assert options == set(CONFIG_ATTRIBUTES)
     for name in options:
         assert isinstance(inspect.getattr_static(asyncres.CircuitBreaker, name), Setting)

@@ -335,3 +335,18 @@ async def test_cancelling_a_stuck_store_call_holds_nothing(redis: RedisServer) -
             exiting = anyio.current_time()
         # Exiting cancelled the background sync stuck on the black hole, promptly.
         assert anyio.current_time() - exiting < 1.0
+
+
+async def test_a_store_whose_redis_is_down_from_the_start_still_runs() -> None:
+    """No Redis at start-up: the store enters, says so, and the policies work locally."""
+    seen = Seen()
+    store = RedisStore("redis://127.0.0.1:1/0", prefix="t9", listeners=[seen])
+    breaker = asyncres.CircuitBreaker(name="dep", store=store)
+    limit = asyncres.RateLimit(100, name="api", store=store)
+    with anyio.fail_after(5.0):
+        async with store:
+            assert await breaker.call(ok) == "ok"
+            assert await limit.call(ok) == "ok"
+            await until(lambda: bool(seen.of(events.StoreUnavailable)))
+            assert not store.statistics().available
+            assert store.statistics().syncs == 0

@@ -72,12 +72,13 @@ class RateLimit(PolicyFaces):
 
     **Fleet.** With ``store=`` (e.g. `asyncres.redis.RedisStore`) and a ``name=``, the
     shared key is one limit for every process that shares the name: the store leases
-    admissions from one GCRA on the server in small batches (what the last flush interval
-    wanted, at most ``burst``) and returns the unused ones at the next sync, so the fleet
-    admits ``rate`` per ``per`` in total. A call with no leased admission left waits for
-    the next lease within ``max_wait`` (and the deadline), else is refused. While the store
-    is unreachable each process limits itself to its share, ``rate / members`` (the members
-    seen at the last sync). ``key()`` views stay per process.
+    admissions from one GCRA on the server in small batches (an active member's fair share
+    of one flush interval, at most ``burst``) and returns the unused ones at the next sync,
+    so the fleet admits ``rate`` per ``per`` in total. A call with no leased admission left
+    waits for the next lease within ``max_wait`` (and the deadline), else is refused. A
+    member waking from idle, or one whose store is unreachable, limits itself to its share,
+    ``rate / members`` (the members active at the last sync). ``key()`` views stay per
+    process.
 
     Configuration is read-only after construction.
     """

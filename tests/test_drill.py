@@ -486,6 +486,7 @@ def test_quick_drill_end_to_end(tmp_path: Path) -> None:
     verdict = report["verdict"]
     checks = verdict["checks"]
     assert set(checks) == {f"phase {name}" for name in names} | {
+        "drill_kept_pace",
         "outage_fails_fast",
         "recovers_after_outage",
         "zone_outage_absorbed",
@@ -510,6 +511,7 @@ def test_quick_drill_end_to_end(tmp_path: Path) -> None:
     # The recovery after the slow database is judged (strictly) in the verdict but not
     # asserted here: it ties or loses in some runs (issue 12's slow-database edge).
     for name in (
+        "drill_kept_pace",  # else the numbers measure the harness, not the faults
         "phase error burst",
         "phase overload brownout",
         "outage_fails_fast",
@@ -557,6 +559,7 @@ def test_drill_with_a_schedule_file(tmp_path: Path) -> None:
     assert set(checks) == {
         "phase calm",
         "phase outage",
+        "drill_kept_pace",
         "outage_fails_fast",
         "recovers_after_outage",
     }
@@ -741,3 +744,38 @@ def test_zone_outage_check_judges_success_load_and_balance(
     assert check["passed"] is passed, check["detail"]
     assert report["verdict"]["protected_wins"] is passed
     assert set(check["loads"]) == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("offered", "passed"),
+    [
+        ((40, 160), True),  # every scheduled request started in its phase
+        ((39, 153), True),  # within 5 %: a start that slipped past a boundary
+        ((40, 120), False),  # the process fell a second behind: the harness, not the fault
+    ],
+)
+def test_drill_kept_pace_fails_a_run_whose_own_process_fell_behind(
+    offered: tuple[int, int], passed: bool
+) -> None:
+    """drill_kept_pace: the open-loop load holds rate x seconds requests per judged phase;
+    fewer means the drill's process saturated (as httpcore's pool scan once did), and the
+    run is failed with the phase named rather than judged on the harness's latencies."""
+    from asyncres.drill._metrics import verdict
+
+    schedule = chaos.Schedule([chaos.Phase("calm", seconds=1.0), chaos.Phase("late", seconds=5.0)])
+    rows = {
+        "calm": {"start": 0.0, "judged_until": 1.0, "offered": offered[0]},
+        "late": {"start": 1.0, "judged_until": 5.0, "offered": offered[1]},
+    }
+    common = {"success_rate": 1.0, "amplification": 1.0}
+    clients = {
+        name: {"phases": {phase: row | common for phase, row in rows.items()}}
+        for name in ("naive", "protected")
+    }
+    result = verdict(schedule, {}, clients, 40.0)
+    check = result["checks"]["drill_kept_pace"]
+    assert check["passed"] is passed, check["detail"]
+    assert result["protected_wins"] is passed
+    if not passed:
+        assert "naive late 120 of 160" in check["detail"]
+        assert "protected late 120 of 160" in check["detail"]

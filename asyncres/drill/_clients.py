@@ -10,7 +10,8 @@ The service is reached through one fault proxy per zone (`ZONES`): three replica
   unchanged, and the three replicas as an `asyncres.EndpointGroup` (defaults, no zone
   preference: the load spreads like the naive client's).
 
-Both send through a `CountingTransport`, which counts what actually leaves the client
+Both send through a `CountingTransport` over `ZonePools` (one connection pool per zone,
+the same for both); it counts what actually leaves the client
 towards the backend, per replica: the load the backend is offered (and the amplification).
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -30,9 +31,13 @@ from .._endpoints import Endpoint, EndpointGroup
 from ..httpx import ResilientTransport, standard_policy
 from ._service import TICKS
 
-__all__ = ["CountingTransport", "naive_client", "protected_client"]
+__all__ = ["CountingTransport", "ZonePools", "naive_client", "protected_client"]
 
 Get = Callable[[str], Awaitable[httpx.Response]]
+
+#: Connections per zone: more than a client ever has in flight at 40 requests/s (a few
+#: hundred at worst, in a slow database), so no request queues inside httpcore.
+POOL_CONNECTIONS = 1000
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
@@ -69,6 +74,44 @@ class CountingTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+class ZonePools(httpx.AsyncBaseTransport):
+    """One httpx connection pool per zone's proxy, each with room for the drill's load.
+
+    httpcore matches every queued request against every connection of a pool whenever a
+    request starts or ends, so one pool of httpx's default 100 connections under a few
+    hundred requests in flight (a slow database) burns the drill process's core: both
+    clients (one event loop) then measure the harness, not the fault. Per-zone pools that
+    never queue keep that cost small; both clients get the same.
+    """
+
+    def __init__(self, ports: Iterable[int]) -> None:
+        limits = httpx.Limits(max_connections=POOL_CONNECTIONS, max_keepalive_connections=20)
+        self.pools = {port: httpx.AsyncHTTPTransport(limits=limits) for port in ports}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        pool = self.pools.get(request.url.port or 0)
+        if pool is None:
+            raise httpx.ConnectError(f"no zone serves {request.url}", request=request)
+        return await pool.handle_async_request(request)
+
+    async def __aenter__(self) -> ZonePools:
+        for pool in self.pools.values():
+            await pool.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for pool in self.pools.values():
+            await pool.aclose()
+
+
 def _client(base_url: str, name: str, transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=base_url,
@@ -86,7 +129,8 @@ def naive_client(
     urls: dict[str, str], started: float
 ) -> tuple[httpx.AsyncClient, Get, CountingTransport]:
     """``urls``: the service's URL through each zone's proxy."""
-    counter = CountingTransport(httpx.AsyncHTTPTransport(), started, _zones(urls))
+    zones = _zones(urls)
+    counter = CountingTransport(ZonePools(zones), started, zones)
     client = _client(next(iter(urls.values())), "naive", counter)
     replicas = itertools.cycle(list(urls.values()))
     retrying = tenacity.AsyncRetrying(
@@ -110,7 +154,8 @@ def naive_client(
 def protected_client(
     urls: dict[str, str], started: float
 ) -> tuple[httpx.AsyncClient, Get, CountingTransport]:
-    counter = CountingTransport(httpx.AsyncHTTPTransport(), started, _zones(urls))
+    zones = _zones(urls)
+    counter = CountingTransport(ZonePools(zones), started, zones)
     replicas = EndpointGroup(
         [Endpoint(url, zone=zone) for zone, url in urls.items()], name="drill service"
     )

@@ -190,6 +190,7 @@ def verdict(
         )
         previous_faulted = bool(phase.faults)
         checks[f"phase {phase.name}"] = _phase_check(ours, theirs, strict=strict)
+    checks["drill_kept_pace"] = _pace_check(schedule, clients, rate)
     outage_phase = _first_with(schedule, Outage)
     if outage_phase is not None:
         _, end, outage = outage_phase
@@ -226,6 +227,31 @@ def verdict(
             "seconds": None if waited is None else round(waited, 3),
         }
     return {"protected_wins": all(c["passed"] for c in checks.values()), "checks": checks}
+
+
+#: The share of a phase's scheduled requests the drill must have started within it.
+PACE_TOLERANCE = 0.05
+
+
+def _pace_check(schedule: Schedule, clients: dict[str, Any], rate: float) -> dict[str, Any]:
+    """Did the drill's own process start every request on time? The load is open loop (one
+    request every 1/rate s), so a phase holds a known number; fewer means the process fell
+    behind (its core saturated) and the latencies measure the harness, not the fault."""
+    behind = []
+    for _, _, phase in schedule.timeline:
+        for name, client in clients.items():
+            row = client["phases"][phase.name]
+            expected = round((row["judged_until"] - row["start"]) * rate)
+            if row["offered"] < expected * (1.0 - PACE_TOLERANCE):
+                behind.append(f"{name} {phase.name} {row['offered']} of {expected}")
+    detail = (
+        "every phase started its scheduled requests on time"
+        if not behind
+        else "the drill's own process fell behind (requests started: "
+        + ", ".join(behind)
+        + "); this run measures the harness, not the faults: rerun on an idle machine"
+    )
+    return {"passed": not behind, "detail": detail}
 
 
 def _has(faults: tuple[object, ...], kinds: tuple[type, ...]) -> bool:

@@ -54,7 +54,8 @@ def resolve_clock() -> Clock:
 def resolve_duration_clock() -> Clock:
     """The cheapest clock whose *differences* agree with the running loop's clock.
 
-    For durations (a call's round-trip time) only: the same as `resolve_clock`, except on
+    For durations only (a call's round-trip time; a rate limit's arrival times, compared
+    with each other and slept by difference): the same as `resolve_clock`, except on
     trio with its default clock, whose time is ``time.perf_counter()`` plus a fixed offset —
     there ``time.perf_counter`` (45 ns) replaces ``trio.current_time`` (140 ns). A
     ``MockClock`` (tests) or any other clock keeps ``trio.current_time``.

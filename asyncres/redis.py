@@ -45,7 +45,7 @@ from typing import Any, Self
 import anyio
 
 from . import _validation
-from ._events import Listener, StoreRecovered, StoreUnavailable, emit
+from ._events import Listener, StoreRecovered, StoreUnavailable, emit, logger
 from ._store import ReplicaBase, SharedBreaker, SharedRate, SharedWindow
 
 __all__ = ["RedisStore", "RedisStoreStatistics"]
@@ -357,6 +357,16 @@ class RedisStore:
             self._available = False
             self._down_since = time.monotonic()
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if not _redis_trouble(exc):
+                # Still fail open (the service must not go down with its store), but this
+                # is not Redis being away: a script error, a key of another type under our
+                # prefix, a bug. Say so loudly, once per episode, with the traceback.
+                logger.error(
+                    "asyncres.redis: store %r failed to sync for an unexpected reason; its "
+                    "policies run on local state until a sync succeeds",
+                    self._prefix,
+                    exc_info=exc,
+                )
             emit(self._listeners, StoreUnavailable(self._prefix, error))
 
     def _reached(self) -> None:
@@ -440,3 +450,23 @@ class RedisStore:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _redis_trouble(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis is slow, away or not serving writes (the expected kind of
+    trouble), as opposed to an error in what we sent or in our own code."""
+    if isinstance(exc, OSError | TimeoutError | anyio.BrokenResourceError | anyio.EndOfStream):
+        return True
+    if isinstance(exc, anyio.ClosedResourceError):
+        return True
+    from coredis import exceptions
+
+    return isinstance(
+        exc,
+        exceptions.ConnectionError  # also BusyLoadingError, ProtocolError
+        | exceptions.ReadOnlyError
+        | exceptions.TryAgainError
+        | exceptions.ClusterDownError
+        | exceptions.AuthenticationError
+        | exceptions.PersistenceError,
+    ) or (isinstance(exc, exceptions.ResponseError) and str(exc).startswith(("OOM", "MISCONF")))

@@ -350,3 +350,40 @@ async def test_a_store_whose_redis_is_down_from_the_start_still_runs() -> None:
             await until(lambda: bool(seen.of(events.StoreUnavailable)))
             assert not store.statistics().available
             assert store.statistics().syncs == 0
+
+
+async def test_an_unexpected_sync_error_fails_open_and_is_logged_loudly(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key of another type under the store's prefix makes the breaker's script fail: not
+    Redis being away, so besides `StoreUnavailable` the asyncres logger reports it (once,
+    with the traceback); the calls still pass on local state. Redis away logs nothing."""
+    import coredis
+
+    raw = coredis.Redis.from_url(redis.url)
+    async with raw:
+        await raw.set("t10:breaker:dep:state", "not a hash")
+    seen = Seen()
+    store = RedisStore(redis.url, prefix="t10", listeners=[seen])
+    breaker = asyncres.CircuitBreaker(name="dep", store=store, window_type="time")
+    with caplog.at_level("ERROR", logger="asyncres"), anyio.fail_after(5.0):
+        async with store:
+            assert await breaker.call(ok) == "ok"
+            assert await store.sync() is False
+            assert await store.sync() is False
+            assert await breaker.call(ok) == "ok"
+    unavailable = seen.of(events.StoreUnavailable)
+    assert len(unavailable) == 1
+    assert "WrongTypeError" in str(unavailable[0])
+    errors = [r for r in caplog.records if "unexpected reason" in r.getMessage()]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
+
+    caplog.clear()
+    down = RedisStore("redis://127.0.0.1:1/0", prefix="t11")
+    kept = asyncres.CircuitBreaker(name="dep", store=down, window_type="time")
+    with caplog.at_level("ERROR", logger="asyncres"), anyio.fail_after(5.0):
+        async with down:
+            assert await down.sync() is False
+            assert await kept.call(ok) == "ok"
+    assert not [r for r in caplog.records if "unexpected reason" in r.getMessage()]

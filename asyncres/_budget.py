@@ -51,6 +51,9 @@ class RetryBudgetStatistics:
     retry_success_rate: float | None = None
     #: Whether an overload signal was seen during the last tenth of ``ttl``.
     overloaded: bool = False
+    #: Server-paced retries sent on an empty budget since it was created (`Retry` allows
+    #: one per call: the retry a ``Retry-After`` scheduled).
+    overdrawn: int = 0
 
 
 class RetryBudget:
@@ -104,6 +107,7 @@ class RetryBudget:
         "_min_per_second",
         "_min_ratio",
         "_now",
+        "_overdrawn",
         "_overload_total",
         "_overloaded_until",
         "_overloads",
@@ -178,6 +182,7 @@ class RetryBudget:
         self._overloaded_until = -math.inf
         self._pending = 0
         self._refused = 0
+        self._overdrawn = 0
         self._replica: SharedWindow | None = None
         if store is not None:
             self._replica = SharedWindow("budget", name or "", _FLEET_FIELDS, self._ttl)
@@ -200,17 +205,28 @@ class RetryBudget:
     def try_withdraw(self) -> bool:
         """Take one retry from the budget; ``False`` (and nothing taken) when it is empty."""
         if self._available() >= 1.0:
-            index = self._slice % _SLICES  # type: ignore[operator]
-            self._withdrawals[index] += 1
-            self._withdraw_total += 1
-            self._retries[index] += 1
-            self._retry_total += 1
-            if self._replica is not None:
-                self._replica.add(1)
-                self._replica.add(2)
+            self._record_withdrawal()
             return True
         self._refused += 1
         return False
+
+    def _record_withdrawal(self) -> None:
+        index = self._slice % _SLICES  # type: ignore[operator]
+        self._withdrawals[index] += 1
+        self._withdraw_total += 1
+        self._retries[index] += 1
+        self._retry_total += 1
+        if self._replica is not None:
+            self._replica.add(1)
+            self._replica.add(2)
+
+    def _overdraw(self) -> None:
+        """Take a retry the server scheduled (``Retry-After``) that `try_withdraw` just
+        refused: `Retry` sends one such retry per call on an empty budget. It counts in the
+        window as any retry (it keeps later retries out; a success refunds it)."""
+        self._refused -= 1  # not refused after all
+        self._overdrawn += 1
+        self._record_withdrawal()
 
     def refund(self) -> None:
         """Give back one withdrawal: the retry it paid for succeeded.
@@ -257,6 +273,7 @@ class RetryBudget:
             ratio=self._current_ratio(),
             retry_success_rate=self._refund_total / retries if retries else None,
             overloaded=self._overloaded(),
+            overdrawn=self._overdrawn,
         )
 
     def _overloaded(self) -> bool:

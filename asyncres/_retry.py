@@ -283,13 +283,15 @@ class Retry(PolicyFaces):
 class _RetryState:
     """The bookkeeping of one retried call: attempt count, backoff iterator, decisions."""
 
-    __slots__ = ("_charge_later", "_delays", "attempt", "retry")
+    __slots__ = ("_charge_later", "_delays", "_overdrawn", "_server_paced", "attempt", "retry")
 
     def __init__(self, retry: Retry) -> None:
         self.retry = retry
         self.attempt = 1
         self._delays: Iterator[float] | None = None
         self._charge_later = False
+        self._server_paced = False  # the retry being charged waited out a server's hint
+        self._overdrawn = False  # this call's one server-paced retry on an empty budget
 
     def decide(self, error: Exception | None, until: float = math.inf) -> float | None:
         """Return the wait before the next attempt, or ``None`` to give up (noted).
@@ -331,6 +333,8 @@ class _RetryState:
                 # The server said when to come back: charge the retry when it is sent, by
                 # the budget of that moment — the overload it reported may be over by then.
                 self._charge_later = True
+                # A server's Retry-After, not a local rejection (an open breaker's wait).
+                self._server_paced = not isinstance(error, RejectedError)
             elif not budget.try_withdraw():
                 self._give_up(error, "budget", RetryBudgetExhausted)
                 return None
@@ -346,7 +350,16 @@ class _RetryState:
         self._charge_later = False
         budget = self.retry._budget
         assert budget is not None  # set by decide() only with a budget
+        # A server asked for this retry and paced it: the first such retry of a call may
+        # overdraw an empty budget (the overload that emptied it is often over by now: a
+        # slow database's last statements holding every slot as recovery begins). Later
+        # ones need room. Without a server's Retry-After nothing overdraws, so the outage
+        # bound holds; with one, a call sends at most one retry beyond the budget.
         if budget.try_withdraw():
+            return True
+        if self._server_paced and not self._overdrawn:
+            self._overdrawn = True
+            budget._overdraw()
             return True
         self.attempt -= 1
         self._give_up(error, "budget", RetryBudgetExhausted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 
@@ -438,11 +439,13 @@ async def test_a_retry_after_retry_is_charged_when_it_is_sent(form: str) -> None
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("form", ["call", "block"])
-async def test_a_retry_after_retry_still_empty_at_send_time_gives_up(form: str) -> None:
-    """Still no room when the wait is over: the retry gives up with the server's error
-    (noted, `RetryBudgetExhausted` emitted) and the dependency is not called again."""
+async def test_a_retry_after_retry_on_an_empty_budget_overdraws_once_per_call(form: str) -> None:
+    """Still no room when the wait is over: the first server-paced retry of the call goes out
+    anyway (the server asked for it; counted as `overdrawn` and as a withdrawal), the second
+    gives up with the server's error (noted, `RetryBudgetExhausted` emitted)."""
     budget = asyncres.RetryBudget(min_per_second=1.0, ttl=10.0, clock=anyio.current_time)
     drain(budget)
+    refused = budget.statistics().refused
     events: list[asyncres.events.Event] = []
     calls = 0
 
@@ -453,6 +456,7 @@ async def test_a_retry_after_retry_still_empty_at_send_time_gives_up(form: str) 
 
     retry = asyncres.Retry(on=ComeBackIn, max_attempts=3, budget=budget, listeners=[events.append])
     start = anyio.current_time()
+    withdrawn = budget.statistics().withdrawals
     with pytest.raises(ComeBackIn) as caught:
         if form == "call":
             await retry.call(dependency)
@@ -460,9 +464,71 @@ async def test_a_retry_after_retry_still_empty_at_send_time_gives_up(form: str) 
             async for attempt in retry.attempts():
                 with attempt:
                     await dependency()
-    assert calls == 1
-    assert anyio.current_time() - start == pytest.approx(1.0)
-    assert "gave up after 1 attempt (the retry budget is exhausted)" in str(caught.value.__notes__)
+    assert calls == 2
+    assert anyio.current_time() - start == pytest.approx(2.0)
+    assert "gave up after 2 attempts (the retry budget is exhausted)" in str(caught.value.__notes__)
     exhausted = [e for e in events if isinstance(e, asyncres.events.RetryBudgetExhausted)]
     assert len(exhausted) == 1
-    assert exhausted[0].attempts_made == 1
+    assert exhausted[0].attempts_made == 2
+    stats = budget.statistics()
+    assert stats.overdrawn == 1
+    assert stats.withdrawals == withdrawn + 1
+    assert stats.refused == refused + 1  # the second one only
+
+
+class BreakerSaysWait(asyncres.RejectedError):
+    """A local rejection with a wait (as `CircuitOpenError`): no server asked for a retry."""
+
+    retry_after = 1.0
+
+
+@pytest.mark.anyio
+async def test_a_local_rejections_wait_never_overdraws() -> None:
+    budget = asyncres.RetryBudget(min_per_second=1.0, ttl=10.0, clock=anyio.current_time)
+    drain(budget)
+    calls = 0
+
+    async def dependency() -> str:
+        nonlocal calls
+        calls += 1
+        raise BreakerSaysWait("open")
+
+    retry = asyncres.Retry(on=BreakerSaysWait, max_attempts=3, budget=budget)
+    with pytest.raises(BreakerSaysWait):
+        await retry.call(dependency)
+    assert calls == 1
+    assert budget.statistics().overdrawn == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rate", [10, 50, 200])
+async def test_an_outage_answering_retry_after_stays_within_twice_the_offered_load(
+    rate: int,
+) -> None:
+    """The bound with server-paced retries: a dependency that answers every call "503,
+    Retry-After: 1" for 30 s gets at most 2 x the offered load plus one window's allowance:
+    the first attempts and one overdraft per call (the bound
+    without Retry-After stays 1.2 x: nothing overdraws there)."""
+    budget = asyncres.RetryBudget(clock=anyio.current_time)
+    retry = asyncres.Retry(on=ComeBackIn, max_attempts=3, budget=budget)
+    attempts = 0
+
+    async def dependency() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ComeBackIn("down")
+
+    async def one() -> None:
+        with contextlib.suppress(ComeBackIn):
+            await retry.call(dependency)
+
+    offered = 30 * rate
+    async with anyio.create_task_group() as tg:
+        for _ in range(offered):
+            tg.start_soon(one)
+            await anyio.sleep(1 / rate)
+    # Every call: its first attempt and at most one overdraft; beyond that, one window's
+    # allowance (overdrafts count as withdrawals, so they keep the budget spent after it).
+    assert attempts <= 2 * offered + max(2.0 * 10.0, 0.1 * rate * 10.0)
+    assert attempts / offered <= 2.07
+    assert budget.statistics().overdrawn > 0

@@ -88,7 +88,6 @@ class RateLimit(PolicyFaces):
         "_admitted",
         "_burst",
         "_clock",
-        "_fallback_tat",
         "_interval",
         "_lease_event",
         "_listeners",
@@ -156,9 +155,10 @@ class RateLimit(PolicyFaces):
         self._rejected = 0
         self._replica: SharedRate | None = None
         self._lease_event: anyio.Event | None = None
-        self._fallback_tat = -math.inf
         if store is not None:
-            self._replica = SharedRate(name or "", self._interval, self._burst, self._wake)
+            self._replica = SharedRate(
+                name or "", self._interval, self._burst, self._wake, self._max_keys
+            )
             store.attach(self._replica)
         track("rate_limit", self, name)
 
@@ -213,6 +213,8 @@ class RateLimit(PolicyFaces):
         ahead = max(0.0, self._shared - now)
         available = max(0.0, (self._tolerance - ahead) / self._interval + 1.0)
         keys = sum(1 for tat in self._tats.values() if tat > now)
+        if self._replica is not None:
+            keys += len(self._replica.keys)  # fleet keys this process holds leases for
         return RateLimitStatistics(
             admitted=self._admitted,
             waited=self._waited,
@@ -224,8 +226,9 @@ class RateLimit(PolicyFaces):
     # -- the contended path -----------------------------------------------------------
 
     async def _acquire(self, key: str | None) -> None:
-        if key is None and self._replica is not None:
-            await self._acquire_fleet(self._replica)
+        replica = self._replica
+        if replica is not None:
+            await self._acquire_fleet(replica if key is None else replica.child(key), key)
             return
         now = self._now()
         tat = self._tat(key)
@@ -279,7 +282,7 @@ class RateLimit(PolicyFaces):
 
     # -- the fleet (store=) -----------------------------------------------------------
 
-    async def _acquire_fleet(self, replica: SharedRate) -> None:
+    async def _acquire_fleet(self, replica: SharedRate, key: str | None = None) -> None:
         """Spend a leased admission, wait for the next lease, or refuse."""
         replica.wanted += 1
         if replica.tokens > 0:
@@ -287,14 +290,14 @@ class RateLimit(PolicyFaces):
             self._admitted += 1
             return
         if replica.cold:  # waking up from idle: the local share until the next lease
-            await self._acquire_share(replica.members)
+            await self._acquire_share(replica, key)
             return
         start = now = self._now()
         left = remaining()
         limit = self._max_wait if left is None else min(self._max_wait, left)
         while replica.live:
             if now - start >= limit:
-                self._refuse(None, self._interval * replica.members)
+                self._refuse(key, self._interval * replica.members)
             event = self._lease_event
             if event is None:
                 event = self._lease_event = anyio.Event()
@@ -305,24 +308,25 @@ class RateLimit(PolicyFaces):
                 self._waited += 1
                 return
             now = self._now()
-        await self._acquire_share(replica.members)
+        await self._acquire_share(replica, key)
 
-    async def _acquire_share(self, members: int) -> None:
+    async def _acquire_share(self, replica: SharedRate, key: str | None) -> None:
         """No lease to spend (the store unreachable, or waking from idle): this process's
         share of the rate, ``rate / members`` with ``burst / members``, locally."""
+        members = replica.members
         interval = self._interval * members
         burst = max(1, math.ceil(self._burst / members))
 
         def set_fallback(tat: float) -> None:
-            self._fallback_tat = tat
+            replica.fallback_tat = tat
 
         await self._take_turn(
-            lambda: self._fallback_tat,
+            lambda: replica.fallback_tat,
             set_fallback,
             self._now(),
             interval,
             interval * (burst - 1) + 1e-9,
-            None,
+            key,
         )
 
     def _wake(self) -> None:

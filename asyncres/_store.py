@@ -18,7 +18,9 @@ Three kinds of replica, one per shape of state:
   and tells every replica the fleet's state (`SharedBreaker.fleet`); a replica reports its
   own transitions (`SharedBreaker.take_transition`) so one process's open reaches the rest.
 - `SharedRate` (`RateLimit`): the store leases admissions from the fleet's one GCRA in
-  small batches (`SharedRate.demand`, `SharedRate.lease`) and returns the unused ones.
+  small batches (`SharedRate.demand`, `SharedRate.lease`) and returns the unused ones. A
+  limit's keys (``limit.key("tenant-7")``) are child replicas (`SharedRate.keys`), each
+  leased from a GCRA of its own, all of them synced together.
 
 Losing the store never fails a call: `ReplicaBase.stale` (called by the store when it cannot
 reach its engine) drops the fleet's view, and each policy decides on local state alone until
@@ -185,16 +187,21 @@ class SharedRate(ReplicaBase):
     __slots__ = (
         "__weakref__",
         "_live",
+        "_max_keys",
         "_woken",
         "burst",
         "cold",
         "emission",
+        "fallback_tat",
+        "keys",
         "members",
         "tokens",
         "wanted",
     )
 
-    def __init__(self, name: str, emission: float, burst: int, woken: _Wake) -> None:
+    def __init__(
+        self, name: str, emission: float, burst: int, woken: _Wake, max_keys: int = 0
+    ) -> None:
         super().__init__("rate_limit", name)
         self.emission = emission  # seconds between admissions, fleet-wide
         self.burst = burst
@@ -204,8 +211,41 @@ class SharedRate(ReplicaBase):
         #: Idle at the last sync (holding one token): calls beyond it use the local share
         #: until the next lease, so waking up costs no refusals.
         self.cold = True
+        #: The GCRA state of the local share (`RateLimit`'s, while no lease is usable).
+        self.fallback_tat = -float("inf")
+        #: Per-key children, least recently used first (at most ``max_keys``).
+        self.keys: dict[str, SharedRate] = {}
+        self._max_keys = max_keys
         self._woken = woken
         self._live = False
+
+    def child(self, key: str) -> SharedRate:
+        """The replica of one key (made on first use, cold, with the members this limit
+        saw lately as its guess until its own first sync)."""
+        keys = self.keys
+        child = keys.pop(key, None)  # re-inserted last: the most recently used
+        if child is None:
+            child = SharedRate(self.name, self.emission, self.burst, self._woken)
+            child.members = self.members
+            child._live = self._live
+            if len(keys) >= self._max_keys:
+                # Forget the least recently used key (it returns no tokens: at most a burst
+                # of one key lingers on the server until its TAT passes).
+                del keys[next(iter(keys))]
+        keys[key] = child
+        return child
+
+    def key_demands(self) -> list[tuple[str, SharedRate, int, int]]:
+        """(key, child, unused tokens, calls that wanted one) of every key to sync; keys
+        with neither tokens nor demand are forgotten first (their state is a fresh one)."""
+        out = []
+        for key, child in list(self.keys.items()):
+            unused, wanted = child.demand()
+            if not unused and not wanted:
+                del self.keys[key]
+                continue
+            out.append((key, child, unused, wanted))
+        return out
 
     @property
     def live(self) -> bool:
@@ -233,6 +273,9 @@ class SharedRate(ReplicaBase):
     def stale(self) -> None:
         self._live = False
         self.tokens = 0
+        for child in self.keys.values():
+            child._live = False
+            child.tokens = 0
         self._woken()
 
 

@@ -166,6 +166,34 @@ redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[6]))
 return {granted, redis.call('ZCARD', KEYS[2])}
 """
 
+# The same GCRA for a limit's keys, all in one call. KEYS: TAT and members of each key.
+# ARGV: emission interval, burst, TTL (ms), member, then per key: tokens returned, tokens
+# wanted, active (1/0) -> per key: tokens granted, members active in the last 3 s.
+_RATE_KEYS_SYNC = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local emission, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ttl, member = tonumber(ARGV[3]), ARGV[4]
+local out = {}
+for i = 1, #KEYS / 2 do
+  local tat_key, members_key = KEYS[2 * i - 1], KEYS[2 * i]
+  local a = 4 + 3 * (i - 1)
+  local unused, wanted = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local tat = tonumber(redis.call('GET', tat_key) or '0')
+  tat = math.max(tat - unused * emission, now)
+  local room = math.floor((now + emission * (burst - 1) - tat) / emission + 1e-9) + 1
+  local granted = math.max(0, math.min(wanted, room))
+  tat = tat + granted * emission
+  redis.call('SET', tat_key, string.format('%.6f', tat), 'PX', ttl)
+  if ARGV[a + 3] == '1' then redis.call('ZADD', members_key, now, member) end
+  redis.call('ZREMRANGEBYSCORE', members_key, '-inf', now - 3)
+  redis.call('PEXPIRE', members_key, ttl)
+  out[2 * i - 1] = granted
+  out[2 * i] = redis.call('ZCARD', members_key)
+end
+return out
+"""
+
 _STATE_TTL_MS = 60_000
 
 
@@ -285,6 +313,7 @@ class RedisStore:
                     ("window", _WINDOW_SYNC),
                     ("breaker", _BREAKER_SYNC),
                     ("rate", _RATE_SYNC),
+                    ("rate_keys", _RATE_KEYS_SYNC),
                 )
             }
             tg = await stack.enter_async_context(anyio.create_task_group())
@@ -412,6 +441,25 @@ class RedisStore:
                 ],
             )
             replica.lease(int(granted), int(members), bool(demand), unused)
+            if replica.keys:
+                await self._sync_keys(key, replica)
+
+    async def _sync_keys(self, key: str, replica: SharedRate) -> None:
+        """Lease every active key of a rate limit its fair share, in one script call."""
+        demands = replica.key_demands()
+        if not demands:
+            return
+        keys: list[str] = []
+        args: list[Any] = [replica.emission, replica.burst, _STATE_TTL_MS, self._member]
+        for name, child, unused, wanted in demands:
+            keys += [f"{key}:key:{name}:tat", f"{key}:key:{name}:members"]
+            fair = math.ceil(self._flush_interval / (replica.emission * child.members))
+            # An idle key keeps no token: its next call uses the local share (it is forgotten).
+            args += [unused, min(replica.burst, max(1, fair)) if wanted else 0, 1 if wanted else 0]
+        self._commands += 1
+        out = await self._scripts["rate_keys"](keys=keys, args=args)
+        for index, (_, child, unused, wanted) in enumerate(demands):
+            child.lease(int(out[2 * index]), int(out[2 * index + 1]), bool(wanted), unused)
 
     async def _sync_breaker(self, key: str, replica: SharedBreaker) -> None:
         deltas = replica.take()

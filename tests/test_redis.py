@@ -244,6 +244,44 @@ async def test_a_shared_rate_limit_is_one_limit(redis: RedisServer) -> None:
     assert all(after > 0 for after in refusals)
 
 
+async def test_a_shared_rate_limits_keys_are_fleet_wide_and_bounded(redis: RedisServer) -> None:
+    """``limit.key(k)`` with a store: each key is one limit for the fleet (two members of
+    RateLimit(20/s, burst 5) offering 30/s each on one key admit about 20/s in total),
+    keys do not share a budget, a key only one member uses gets the whole rate, and a
+    process holds at most ``max_keys`` of them."""
+    stores = [RedisStore(redis.url, prefix="t12", flush_interval=0.05) for _ in range(2)]
+    limits = [asyncres.RateLimit(20, burst=5, name="api", store=s, max_keys=4) for s in stores]
+    admitted: dict[tuple[int, str], int] = {}
+    refusals: list[tuple[str | None, float]] = []
+
+    async def offer(i: int, key: str, per_second: float, count: int) -> None:
+        view = limits[i].key(key)
+        for _ in range(count):
+            try:
+                await view.call(ok)
+                admitted[i, key] = admitted.get((i, key), 0) + 1
+            except asyncres.RateLimitedError as exc:
+                refusals.append((exc.key, exc.retry_after))
+            await anyio.sleep(1 / per_second)
+
+    async with stores[0], stores[1]:
+        await anyio.sleep(0.2)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(offer, 0, "shared", 30, 60)  # 2 s at 30/s from each member
+            tg.start_soon(offer, 1, "shared", 30, 60)
+            tg.start_soon(offer, 0, "alone", 15, 30)  # under the rate: all admitted
+        both = admitted.get((0, "shared"), 0) + admitted.get((1, "shared"), 0)
+        assert 30 <= both <= 50, admitted  # 2 s x 20/s + burst 5 = 45 at most
+        assert min(admitted.get((0, "shared"), 0), admitted.get((1, "shared"), 0)) > 0
+        assert admitted.get((0, "alone"), 0) >= 27, admitted  # not halved by the other member
+        assert refusals
+        assert {key for key, _ in refusals} == {"shared"}
+        assert all(after > 0 for _, after in refusals)
+        for n in range(10):  # ten more keys: the process keeps at most max_keys
+            await limits[0].key(f"tenant-{n}").call(ok)
+        assert len(limits[0]._replica.keys) <= 4  # type: ignore[union-attr]
+
+
 # -- Redis trouble ---------------------------------------------------------------------
 
 

@@ -27,8 +27,8 @@ _SLICES = 10
 # of the default 10 s): while the dependency keeps asking for room, and briefly after.
 _OVERLOAD_HOLD = 0.1
 # What a budget shares with the fleet (`store=`), and the others' window when alone.
-_FLEET_FIELDS = ("deposits", "withdrawals", "retries", "refunds")
-_ALONE = (0.0, 0.0, 0.0, 0.0)
+_FLEET_FIELDS = ("deposits", "withdrawals", "retries", "refunds", "overloads")
+_ALONE = (0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +89,9 @@ class RetryBudget:
     sharing the name shares one budget: each adds the others' deposits, withdrawals,
     retries and refunds over the window (as of the store's last sync) to its own, so the
     reserve of ``min_per_second * ttl`` and the ratio bound the fleet's retries, not each
-    process's. A lost store leaves each process its local budget.
+    process's; an overload signal another process saw reaches this one at the next sync
+    and holds its ratio at the floor as well. A lost store leaves each process its local
+    budget.
 
     ``name`` labels it in telemetry (`asyncres.otel`, `asyncres.prometheus`); a `Retry`'s own
     default budget takes the retry's name.
@@ -103,6 +105,7 @@ class RetryBudget:
         "_clock",
         "_deposit_total",
         "_deposits",
+        "_fleet_overloads",
         "_max_ratio",
         "_min_per_second",
         "_min_ratio",
@@ -184,8 +187,11 @@ class RetryBudget:
         self._refused = 0
         self._overdrawn = 0
         self._replica: SharedWindow | None = None
+        self._fleet_overloads = 0.0
         if store is not None:
-            self._replica = SharedWindow("budget", name or "", _FLEET_FIELDS, self._ttl)
+            self._replica = SharedWindow(
+                "budget", name or "", _FLEET_FIELDS, self._ttl, self._fleet_synced
+            )
             store.attach(self._replica)
         track("retry_budget", self, name)
 
@@ -260,6 +266,20 @@ class RetryBudget:
         self._overloads[self._slice % _SLICES] += 1  # type: ignore[operator]
         self._overload_total += 1
         self._overloaded_until = self._now + _OVERLOAD_HOLD * self._ttl
+        if self._replica is not None:
+            self._replica.add(4)
+
+    def _fleet_synced(self) -> None:
+        """The store synced: signals another process saw since the last sync (the others'
+        window count grew) hold this budget at the floor too, as if seen here."""
+        replica = self._replica
+        assert replica is not None
+        seen = replica.totals[4]
+        if seen > self._fleet_overloads:
+            until = self._clock() + _OVERLOAD_HOLD * self._ttl
+            if until > self._overloaded_until:
+                self._overloaded_until = until
+        self._fleet_overloads = seen
 
     def statistics(self) -> RetryBudgetStatistics:
         """Counts over the current window (reads the clock)."""
@@ -282,7 +302,7 @@ class RetryBudget:
 
     def _current_ratio(self) -> float:
         low = self._min_ratio
-        _, _, other_retries, other_refunds = self._others()
+        _, _, other_retries, other_refunds, _ = self._others()
         retries = self._retry_total + other_retries
         if self._max_ratio == low or not retries or self._overloaded():
             return low
@@ -300,7 +320,7 @@ class RetryBudget:
 
     def _available(self) -> float:
         self._advance()
-        deposits, withdrawals, _, _ = self._others()
+        deposits, withdrawals, _, _, _ = self._others()
         allowance = max(
             self._min_per_second * self._ttl,
             self._current_ratio() * (self._deposit_total + deposits),

@@ -202,6 +202,34 @@ async def test_a_shared_budget_bounds_the_fleets_retries(redis: RedisServer) -> 
         assert budgets[1].statistics().available < 1.0
 
 
+async def test_one_members_overload_signal_holds_the_fleets_budget_at_the_floor(
+    redis: RedisServer,
+) -> None:
+    """A 429 seen by one member (its `Retry` calls `signal_overload`) holds every member's
+    adaptive ratio at ``min_ratio`` from the next sync on, and lets go as it does locally."""
+    stores = [RedisStore(redis.url, prefix="t13") for _ in range(2)]
+    budgets = [asyncres.RetryBudget(name="dep", store=s, ttl=2.0) for s in stores]
+    async with stores[0], stores[1]:
+        for budget in budgets:  # retries that succeed: the adaptive ratio climbs
+            for _ in range(10):
+                budget.deposit()
+                assert budget.try_withdraw()
+                budget.refund()
+        await stores[0].sync()
+        await stores[1].sync()
+        assert budgets[1].statistics().ratio == pytest.approx(1.0)
+        budgets[0].signal_overload()
+        assert not budgets[1].statistics().overloaded  # not synced yet
+        await stores[0].sync()
+        await stores[1].sync()
+        stats = budgets[1].statistics()
+        assert stats.overloaded
+        assert stats.ratio == pytest.approx(0.1)
+        await anyio.sleep(0.3)  # the hold is ttl / 10 = 0.2 s, and no new signal came
+        await stores[1].sync()
+        assert not budgets[1].statistics().overloaded
+
+
 async def test_a_shared_throttle_engages_on_the_fleets_refusals(redis: RedisServer) -> None:
     """A member that has seen no refusal itself throttles while the fleet is refused."""
     stores = [RedisStore(redis.url, prefix="t4") for _ in range(2)]

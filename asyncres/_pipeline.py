@@ -104,9 +104,9 @@ class Pipeline(PolicyFaces):
         """Run ``await fn(*args, **kwargs)`` through every layer."""
         if _telemetry.hooks is not None:  # one load when off (benchmarks/telemetry_seam.py)
             with _telemetry.hooks.call("pipeline", self._name):
-                # Layer by layer: the shared-deadline shortcut is only a faster equivalent.
-                observed: T = await _Chain(self._layers, 0, lambda: fn(*args, **kwargs)).run()
+                observed: T = await self._dispatch(fn, *args, **kwargs)
                 return observed
+        # `_dispatch` inlined: the path without telemetry saves a frame per call.
         calls = self._calls
         if calls is not None:
             shared = self._shared
@@ -117,11 +117,26 @@ class Pipeline(PolicyFaces):
             result = await _Chain(self._layers, 0, lambda: fn(*args, **kwargs)).run()
         return result
 
+    async def _dispatch(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Through every layer: the call chain (with the shared-deadline shortcut where it
+        applies), or layer by layer when some layer has no ``call`` face."""
+        calls = self._calls
+        if calls is None:
+            chained: T = await _Chain(self._layers, 0, lambda: fn(*args, **kwargs)).run()
+            return chained
+        shared = self._shared
+        if shared is not None and _get_running_loop() is None:
+            return await self._call_shared(shared, fn, *args, **kwargs)
+        result: T = await calls[0](*calls[1:], fn, *args, **kwargs)
+        return result
+
     async def execute(self, fn: Callable[[], Awaitable[T]], /) -> T:
         """Run ``await fn()`` through every layer (the `Policy` contract)."""
         if _telemetry.hooks is not None:
             with _telemetry.hooks.call("pipeline", self._name):
-                observed_: T = await _Chain(self._layers, 0, fn).run()
+                observed_: T = await self._dispatch(fn)
                 return observed_
         calls = self._calls
         if calls is not None:

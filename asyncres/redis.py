@@ -146,30 +146,11 @@ return {state, tostring(remaining), epoch, tostring(others[1]), tostring(others[
 """
 )
 
-# GCRA for a batch: KEYS: TAT, members. ARGV: emission interval, burst, tokens returned,
-# tokens wanted, member ("" when idle), TTL (ms) -> tokens granted, members active in the
-# last 3 s.
+# GCRA leases for a rate limit: its shared key and its keys (``key()``), in one call.
+# KEYS: TAT and members of each. ARGV: emission interval, burst, TTL (ms), member, then per
+# key: tokens returned, tokens wanted, active (1/0) -> per key: tokens granted, members
+# active in the last 3 s.
 _RATE_SYNC = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local emission, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local unused, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-tat = math.max(tat - unused * emission, now)
-local room = math.floor((now + emission * (burst - 1) - tat) / emission + 1e-9) + 1
-local granted = math.max(0, math.min(wanted, room))
-tat = tat + granted * emission
-redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', tonumber(ARGV[6]))
-if ARGV[5] ~= '' then redis.call('ZADD', KEYS[2], now, ARGV[5]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 3)
-redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[6]))
-return {granted, redis.call('ZCARD', KEYS[2])}
-"""
-
-# The same GCRA for a limit's keys, all in one call. KEYS: TAT and members of each key.
-# ARGV: emission interval, burst, TTL (ms), member, then per key: tokens returned, tokens
-# wanted, active (1/0) -> per key: tokens granted, members active in the last 3 s.
-_RATE_KEYS_SYNC = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local emission, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -313,7 +294,6 @@ class RedisStore:
                     ("window", _WINDOW_SYNC),
                     ("breaker", _BREAKER_SYNC),
                     ("rate", _RATE_SYNC),
-                    ("rate_keys", _RATE_KEYS_SYNC),
                 )
             }
             tg = await stack.enter_async_context(anyio.create_task_group())
@@ -423,43 +403,31 @@ class RedisStore:
             )
             replica.others([float(v) for v in out])
         elif isinstance(replica, SharedRate):
-            unused, demand = replica.demand()
-            # An active member leases its fair share of one interval's admissions (the
-            # unused ones come back at the next sync), so the members get alike whatever
-            # order they sync in; an idle one keeps a single token for its next call.
-            fair = math.ceil(self._flush_interval / (replica.emission * replica.members))
-            wanted = min(replica.burst, max(1, fair)) if demand else 1
-            granted, members = await self._scripts["rate"](
-                keys=[f"{key}:tat", f"{key}:members"],
-                args=[
-                    replica.emission,
-                    replica.burst,
-                    unused,
-                    wanted,
-                    self._member if demand else "",
-                    _STATE_TTL_MS,
-                ],
-            )
-            replica.lease(int(granted), int(members), bool(demand), unused)
-            if replica.keys:
-                await self._sync_keys(key, replica)
+            await self._sync_rate(key, replica)
 
-    async def _sync_keys(self, key: str, replica: SharedRate) -> None:
-        """Lease every active key of a rate limit its fair share, in one script call."""
-        demands = replica.key_demands()
-        if not demands:
-            return
+    async def _sync_rate(self, key: str, replica: SharedRate) -> None:
+        """Lease the limit's shared key and every active key of it their fair shares."""
+        unused, wanted = replica.demand()
+        # The shared key first; an idle member keeps a single token for its next call.
+        entries = [(key, replica, unused, wanted, 1)]
+        # A key's idle member keeps none: its next call uses the local share (and the key
+        # is forgotten), so a process remembers only the keys it uses.
+        entries += [
+            (f"{key}:key:{name}", child, u, w, 0) for name, child, u, w in replica.key_demands()
+        ]
         keys: list[str] = []
         args: list[Any] = [replica.emission, replica.burst, _STATE_TTL_MS, self._member]
-        for name, child, unused, wanted in demands:
-            keys += [f"{key}:key:{name}:tat", f"{key}:key:{name}:members"]
-            fair = math.ceil(self._flush_interval / (replica.emission * child.members))
-            # An idle key keeps no token: its next call uses the local share (it is forgotten).
-            args += [unused, min(replica.burst, max(1, fair)) if wanted else 0, 1 if wanted else 0]
-        self._commands += 1
-        out = await self._scripts["rate_keys"](keys=keys, args=args)
-        for index, (_, child, unused, wanted) in enumerate(demands):
-            child.lease(int(out[2 * index]), int(out[2 * index + 1]), bool(wanted), unused)
+        for base, member, unused, wanted, idle_tokens in entries:
+            keys += [f"{base}:tat", f"{base}:members"]
+            # An active member leases its fair share of one interval's admissions (the
+            # unused ones come back at the next sync), so the members get alike whatever
+            # order they sync in.
+            fair = math.ceil(self._flush_interval / (replica.emission * member.members))
+            want = min(replica.burst, max(1, fair)) if wanted else idle_tokens
+            args += [unused, want, 1 if wanted else 0]
+        out = await self._scripts["rate"](keys=keys, args=args)
+        for index, (_, member, unused, wanted, _) in enumerate(entries):
+            member.lease(int(out[2 * index]), int(out[2 * index + 1]), bool(wanted), unused)
 
     async def _sync_breaker(self, key: str, replica: SharedBreaker) -> None:
         deltas = replica.take()
@@ -503,9 +471,14 @@ def _text(value: Any) -> str:
 def _redis_trouble(exc: BaseException) -> bool:
     """Whether ``exc`` means Redis is slow, away or not serving writes (the expected kind of
     trouble), as opposed to an error in what we sent or in our own code."""
-    if isinstance(exc, OSError | TimeoutError | anyio.BrokenResourceError | anyio.EndOfStream):
-        return True
-    if isinstance(exc, anyio.ClosedResourceError):
+    if isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | anyio.BrokenResourceError
+        | anyio.ClosedResourceError
+        | anyio.EndOfStream,
+    ):
         return True
     from coredis import exceptions
 

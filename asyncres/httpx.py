@@ -349,11 +349,22 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self._policy = policy
         # The HTTP-tuned options, or None for a user-supplied Policy (one test per request).
         self._options = policy if isinstance(policy, HttpOptions) else None
-        if deadline_header is not None and not deadline_header.strip():
-            raise ValueError("`deadline_header` must be a header name or None")
+        if deadline_header is not None and (
+            not isinstance(deadline_header, str)
+            or not deadline_header.strip()
+            or not deadline_header.isascii()
+        ):
+            raise ValueError(
+                f"`deadline_header` must be an ASCII header name or None, got {deadline_header!r}"
+            )
         self._deadline_header = deadline_header
         self._header_seconds = math.nan  # the last budget announced, and its text
         self._header_value = ""
+        self._header_raw = (deadline_header or "").encode("ascii")
+        self._header_key = self._header_raw.lower()
+        self._header_entry = (self._header_raw, self._header_key, b"")
+        # httpx keeps request headers as a list of (name, lowercased name, value) tuples.
+        self._raw_headers = _raw_header_list(self._x)
         self._idempotency_keys = idempotency_keys
         self._buffer_limit = _validation.count("buffer_limit", buffer_limit, minimum=0)
         self._max_hosts = _validation.count("max_hosts", max_hosts, minimum=1)
@@ -454,13 +465,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                         await bulkhead.__aenter__()
                     try:
                         if budget is not None:
-                            header = self._deadline_header
-                            if header is not None:
-                                # Usually the attempt timeout itself: format it once.
-                                if budget != self._header_seconds:
-                                    self._header_value = f"{budget:.3f}"
-                                    self._header_seconds = budget
-                                request.headers[header] = self._header_value
+                            if self._deadline_header is not None:
+                                self._announce(request, budget)
                             _clamp_timeouts(request, budget)
                         response = await self._inner.handle_async_request(request)
                         if response.status_code in options.failure_statuses:
@@ -551,6 +557,27 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             return exc.response
 
     # -- internals --------------------------------------------------------------------------
+
+    def _announce(self, request: Any, budget: float) -> None:
+        """Put the attempt's budget in the deadline header (replacing any already there)."""
+        if budget != self._header_seconds:  # usually the attempt timeout: formatted once
+            value = f"{budget:.3f}"
+            self._header_value = value
+            self._header_entry = (self._header_raw, self._header_key, value.encode("ascii"))
+            self._header_seconds = budget
+        headers = request.headers
+        entries = getattr(headers, "_list", None) if self._raw_headers else None
+        if entries is not None:
+            # httpx's own list of (name, lowercased name, value): appending skips the
+            # public __setitem__'s encode-and-rescan when the name is not there yet.
+            key = self._header_key
+            for entry in entries:
+                if entry[1] == key:
+                    break
+            else:
+                entries.append(self._header_entry)
+                return
+        headers[self._deadline_header] = self._header_value
 
     def _endpoint_usable(self, endpoint: Endpoint) -> bool:
         """False while the endpoint's own breaker is open: the route picks another."""
@@ -654,7 +681,7 @@ class _RequestContext:
             hooks.http_attempt(request, self.sent)
         if left is not None:
             if transport._deadline_header is not None:
-                request.headers[transport._deadline_header] = f"{left:.3f}"
+                transport._announce(request, left)
             _clamp_timeouts(request, left)
         response = await transport._inner.handle_async_request(request)
         status = response.status_code
@@ -847,6 +874,15 @@ def _clamp_timeouts(request: Any, left: float) -> None:
                 k: (left if v is None or v > left else v) for k, v in timeouts.items()
             }
             return
+
+
+def _raw_header_list(x: ModuleType) -> bool:
+    """Does this httpx keep headers in ``Headers._list`` as (name, lowered name, value)?"""
+    try:
+        entries = x.Headers({"A-B": "c"})._list
+    except Exception:
+        return False
+    return isinstance(entries, list) and entries == [(b"A-B", b"a-b", b"c")]
 
 
 def _default_port(scheme: str) -> int:

@@ -303,6 +303,24 @@ async def test_custom_deadline_header_name_or_none() -> None:
     assert "request-timeout" not in script.requests[0].headers
 
 
+async def test_deadline_header_replaces_the_callers_own_on_every_attempt() -> None:
+    """A deadline header the caller set is replaced, never doubled, also on retries."""
+    script = Script(503, 200)
+    async with client_for(script, policy=fast_policy(attempt_timeout=3.0)) as client:
+        response = await client.get("/a", headers={"Request-Timeout": "99"})
+    assert response.status_code == 200
+    for request in script.requests:
+        assert request.headers.get_list("request-timeout") == ["3.000"]
+    script = Script(200)
+    async with client_for(script, deadline_header="x-budget") as client:
+        await client.get("/a", headers={"X-Budget": "99"})
+        await client.get("/b")
+    first, second = script.requests
+    assert first.headers.get_list("x-budget") != ["99"]
+    assert len(first.headers.get_list("x-budget")) == 1
+    assert second.headers.raw[-1][0] == b"x-budget"  # the configured spelling, as sent
+
+
 async def test_total_timeout_bounds_everything() -> None:
     """The total timeout cuts a hanging request and raises TimeoutExceededError."""
 
@@ -406,6 +424,7 @@ async def test_aclose_closes_the_inner_transport() -> None:
         (lambda: ResilientTransport(max_hosts=0), "max_hosts"),
         (lambda: ResilientTransport(buffer_limit=-1), "buffer_limit"),
         (lambda: ResilientTransport(deadline_header=" "), "deadline_header"),
+        (lambda: ResilientTransport(deadline_header="Frist-\u00e4"), "deadline_header"),
     ],
 )
 def test_bad_configuration_names_the_parameter(make: Callable[[], Any], parameter: str) -> None:

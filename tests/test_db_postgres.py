@@ -400,8 +400,15 @@ async def test_an_outage_fails_fast_and_the_pool_heals(
         assert time.monotonic() - started < 3.0  # no caller waited out its deadline
         assert len(errors) == 20
         refused = [e for e in errors if not isinstance(e, asyncres.CircuitOpenError)]
-        assert len(refused) == 5  # the default breaker opens after 5 connection failures
-        assert all(asyncres.db.is_connection_error(e) for e in refused), refused
+        # A connect that races the server's shutdown can hang until the caller's own 2 s
+        # deadline: that is the caller's timeout, which the breaker does not count, so at
+        # most one such call comes on top of the 5 connection failures that open it.
+        timed_out = [e for e in refused if isinstance(e, asyncres.TimeoutExceededError)]
+        assert len(timed_out) <= 1, refused
+        assert len(refused) - len(timed_out) == 5  # the default breaker opens after 5 failures
+        assert all(asyncres.db.is_connection_error(e) for e in refused if e not in timed_out), (
+            refused
+        )
         assert [type(e) for e in events if isinstance(e, asyncres.events.CircuitOpened)]
         health = await pool.health()
         assert (health.status, health.breaker) == ("unhealthy", "open")

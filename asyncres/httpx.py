@@ -566,8 +566,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             self._header_entry = (self._header_raw, self._header_key, value.encode("ascii"))
             self._header_seconds = budget
         headers = request.headers
-        entries = getattr(headers, "_list", None) if self._raw_headers else None
-        if entries is not None:
+        if self._raw_headers:
+            entries = headers._list
             # httpx's own list of (name, lowercased name, value): appending skips the
             # public __setitem__'s encode-and-rescan when the name is not there yet.
             key = self._header_key

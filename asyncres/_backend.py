@@ -33,11 +33,12 @@ range the test suite has verified (``tests/test_backend.py`` fails loudly outsid
 from __future__ import annotations
 
 import asyncio
+import asyncio.tasks
 import importlib.metadata
 from asyncio import AbstractEventLoop, BaseEventLoop, CancelledError, Handle, Task, TimerHandle
-from asyncio import current_task as asyncio_current_task
 from asyncio.events import _get_running_loop
-from types import ModuleType
+from collections.abc import Callable
+from types import BuiltinFunctionType, ModuleType
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 from weakref import ref as _weakref
@@ -78,6 +79,20 @@ ANYIO_SCOPE_ATTRIBUTES = ("_parent_scope", "_deadline", "_cancel_called", "_shie
 
 #: The running asyncio loop, or ``None`` (under trio, or outside any loop). Fast: a C call.
 running_loop = _get_running_loop
+
+
+def _task_lookup() -> Callable[[AbstractEventLoop], Task[Any] | None]:
+    # Python 3.11's ``asyncio.current_task`` is Python code around a C dict lookup: call the
+    # lookup itself. Where ``current_task`` is C already (3.12+), it is the lookup.
+    current = asyncio.current_task
+    tasks = getattr(asyncio.tasks, "_current_tasks", None)
+    if not isinstance(current, BuiltinFunctionType) and isinstance(tasks, dict):
+        return tasks.get
+    return current
+
+
+#: ``asyncio.current_task(loop)``, as directly as this Python allows (``loop`` required).
+asyncio_current_task = _task_lookup()
 
 
 def anyio_version() -> str:

@@ -2,22 +2,20 @@
 
 Run: ``python -m benchmarks.httpx_callgrind`` (needs valgrind); ``--breakdown`` adds the
 standard policy with one layer left out at a time, to show where the instructions go.
-Wall-clock ratios on shared machines drift by 10-50 %; instruction counts repeat to within a
-fraction of a percent, so this is the steadier view of the adapter's cost. Each case runs N
-and 3N requests in a fresh process; the difference divided by 2N is the cost of one
-request (start-up cancels out).
+Instruction counts are the steadier view of the adapter's cost than wall-clock ratios (see
+``benchmarks/_callgrind.py``).
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
 import sys
 
 import anyio
 import httpx
 
 from asyncres.httpx import ResilientTransport, standard_policy
+
+from ._callgrind import per_unit
 
 
 def handler(request: httpx.Request) -> httpx.Response:
@@ -55,29 +53,6 @@ async def _requests(case: str, n: int) -> None:
             await c.get("/item")
 
 
-def _count(case: str, n: int, backend: str) -> int:
-    out = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            "-m",
-            "benchmarks.httpx_callgrind",
-            "--run",
-            case,
-            str(n),
-            backend,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stderr
-    match = re.search(r"Collected : (\d+)", out)
-    assert match, out
-    return int(match.group(1))
-
-
 def main() -> int:
     if len(sys.argv) == 5 and sys.argv[1] == "--run":
         anyio.run(_requests, sys.argv[2], int(sys.argv[3]), backend=sys.argv[4])
@@ -88,7 +63,7 @@ def main() -> int:
     print("| backend | case | instructions / request | × bare |")
     print("| --- | --- | ---: | ---: |")
     for backend in ("asyncio", "trio"):
-        per = {c: (_count(c, 3 * n, backend) - _count(c, n, backend)) / (2 * n) for c in TRANSPORTS}
+        per = {c: per_unit("benchmarks.httpx_callgrind", c, n, backend) for c in TRANSPORTS}
         base = next(iter(per.values()))
         for case, value in per.items():
             print(f"| {backend} | {case} | {value:,.0f} | {value / base:.3f} |")

@@ -64,6 +64,8 @@ class RecordingApp:
         ([(b"Request-Timeout", b" 1.25 ")], 1.25),
         ([(b"grpc-timeout", b"500m")], 0.5),
         ([(b"grpc-timeout", b"2S")], 2.0),
+        ([(b"GRPC-Timeout", b"2S")], 2.0),  # a name not lowercased by the server
+        ([(b"accept-encoding", b"1"), (b"grpc-timeout-x", b"1S")], 30.0),  # near misses
         ([(b"grpc-timeout", b"1M")], 30.0),  # capped by the server's maximum
         ([(b"request-timeout", b"1"), (b"grpc-timeout", b"5S")], 1.0),  # ours first
         ([(b"request-timeout", b"45")], 30.0),

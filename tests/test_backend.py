@@ -7,6 +7,7 @@ says why each internal is needed; fix the seam (or pin anyio), then widen `KNOWN
 from __future__ import annotations
 
 import ast
+import asyncio
 import math
 import re
 import weakref
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 import sniffio
 from anyio._backends import _asyncio as anyio_asyncio
@@ -102,9 +104,32 @@ def test_anyio_task_states_has_the_expected_shape() -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True)
+async def test_the_task_lookup_finds_the_running_task_and_none_elsewhere() -> None:
+    """The seam's ``asyncio_current_task`` answers as ``asyncio.current_task`` does."""
+    loop = asyncio.get_running_loop()
+    assert _backend.asyncio_current_task(loop) is asyncio.current_task()
+
+    def from_a_callback() -> None:
+        seen.append(_backend.asyncio_current_task(loop))
+
+    seen: list[object] = []
+    loop.call_soon(from_a_callback)
+    await anyio.lowlevel.checkpoint()
+    assert seen == [None]  # a plain callback runs in no task
+    child: list[object] = []
+
+    async def in_a_child() -> None:
+        child.append(_backend.asyncio_current_task(loop))
+
+    task = asyncio.ensure_future(in_a_child())
+    await task
+    assert child == [task]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True)
 async def test_anyio_cancel_scope_internals_track_the_public_state() -> None:
     """On a real asyncio CancelScope, every private attribute the seam reads mirrors its state."""
-    task = _backend.asyncio_current_task()
+    task = _backend.asyncio_current_task(asyncio.get_running_loop())
     assert task is not None
     with anyio.CancelScope() as outer:
         with anyio.CancelScope(deadline=anyio.current_time() + 5.0, shield=True) as inner:
@@ -184,7 +209,7 @@ def test_seam_refuses_to_import_on_a_task_state_without_cancel_scope(
 @pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True)
 async def test_anyio_deadline_walks_out_to_the_first_shield() -> None:
     """`anyio_deadline` gives the tightest deadline up to a shield, and that shield."""
-    task: Any = _backend.asyncio_current_task()
+    task: Any = _backend.asyncio_current_task(asyncio.get_running_loop())
     assert _backend.anyio_deadline(task) == (math.inf, None)
     now = anyio.current_time()
     with anyio.CancelScope(deadline=now + 1.0):
@@ -202,7 +227,7 @@ async def test_anyio_deadline_walks_out_to_the_first_shield() -> None:
 @pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True)
 async def test_anyio_deadline_of_a_cancelled_scope_is_minus_infinity() -> None:
     """A cancelled scope on the way makes the deadline ``-inf`` (nothing left)."""
-    task: Any = _backend.asyncio_current_task()
+    task: Any = _backend.asyncio_current_task(asyncio.get_running_loop())
     with anyio.CancelScope() as scope:
         scope.cancel()
         assert _backend.anyio_deadline(task) == (-math.inf, None)
@@ -213,7 +238,7 @@ async def test_current_task_is_the_running_task() -> None:
     task = _backend.current_task()
     assert task is not None
     if sniffio.current_async_library() == "asyncio":
-        assert task is _backend.asyncio_current_task()
+        assert task is _backend.asyncio_current_task(asyncio.get_running_loop())
     else:
         assert task is _backend.trio_module().lowlevel.current_task()
 

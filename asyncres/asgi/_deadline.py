@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _validation
-from .._deadline import timeout
+from .._deadline import DeadlineScope
 from .._events import Listener, TimeoutExpired, emit
 from .._exceptions import TimeoutExceededError
 
@@ -135,7 +135,7 @@ class Deadline:
             await self._app(scope, receive, send)
             return
         self._requests += 1
-        budget = self.server_max(scope.get("path", "/"))
+        budget = self.server_max(scope.get("path", "/")) if self._routes else self._max_timeout
         caller = self._caller_budget(scope.get("headers", ()))
         if caller is not None:
             self._with_budget += 1
@@ -143,16 +143,18 @@ class Deadline:
                 self._expired += 1
                 await _reply_504(send, "deadline expired before the request arrived")
                 return
-            budget = min(budget, caller)
+            if caller < budget:
+                budget = caller
         started = False
 
-        async def watched_send(message: Message) -> None:
+        # A plain function handing back the server's awaitable: no coroutine of its own
+        # per message. The first message of a response is its start (ASGI requires it).
+        def watched_send(message: Message) -> Awaitable[None]:
             nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+            started = True
+            return send(message)
 
-        scope_ = timeout(budget)
+        scope_ = DeadlineScope(budget, math.inf)  # `budget` is checked: skip timeout()'s check
         try:
             with scope_:
                 await self._app(scope, receive, watched_send)
@@ -167,14 +169,18 @@ class Deadline:
             # close the connection, which tells the client the body is incomplete.
 
     def _caller_budget(self, headers: Iterable[tuple[bytes, bytes]]) -> float | None:
+        wanted = self._header
+        size = len(wanted)
+        grpc = self._grpc
         grpc_value: bytes | None = None
         for key, value in headers:
-            key = key.lower()
-            if key == self._header:
+            # Servers send names lowercased (ASGI asks them to): compare as is first, and
+            # lowercase only a name of the right length.
+            if key == wanted or (len(key) == size and key.lower() == wanted):
                 parsed = _seconds(value)
                 if parsed is not None:
                     return parsed
-            elif self._grpc and key == b"grpc-timeout":
+            elif grpc and len(key) == 12 and key.lower() == b"grpc-timeout":
                 grpc_value = value
         if grpc_value is not None:
             match = _GRPC_TIMEOUT.match(grpc_value.strip())
@@ -193,8 +199,8 @@ def checked_app(app: ASGIApp) -> ASGIApp:
 def _seconds(value: bytes) -> float | None:
     """A ``Request-Timeout`` value in seconds, or ``None`` when it is not one."""
     try:
-        seconds = float(value.decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
+        seconds = float(value)  # bytes: ASCII only, surrounding whitespace allowed
+    except ValueError:
         return None
     if math.isnan(seconds) or seconds > _MAX_HEADER_SECONDS:
         return None

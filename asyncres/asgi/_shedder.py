@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 
 import anyio
@@ -242,21 +242,17 @@ class Shedder:
             finally:
                 self._release()
             return
-        await self._run_sampled(adaptive, scope, receive, send)
-
-    async def _run_sampled(
-        self, adaptive: AdaptiveLimit, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        """Run the app, feeding its latency to the adaptive limit: a 503 or 504 it answers,
-        or a deadline that fires inside it, is a drop; a cancellation is no sample."""
+        # Feed the app's latency to the adaptive limit: a 503 or 504 it answers, or a
+        # deadline that fires inside it, is a drop; a cancellation is no sample.
         in_flight = self._in_flight
         status = 0
 
-        async def watched_send(message: Message) -> None:
+        # A plain function handing back the server's awaitable: no coroutine per message.
+        def watched_send(message: Message) -> Awaitable[None]:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)
 
         start = current_time()
         try:

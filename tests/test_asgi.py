@@ -135,6 +135,23 @@ async def test_a_started_response_is_not_replaced_only_ended() -> None:
     assert app.cancelled == 1
 
 
+async def test_a_message_before_the_start_does_not_count_as_a_started_response() -> None:
+    """An extension message (Starlette's templates send ``http.response.debug`` first) has
+    not started the response: the deadline still answers 504."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.debug", "info": {}})
+        await anyio.sleep(10.0)
+
+    messages = await call(Deadline(app), [(b"request-timeout", b"0.5")])
+    assert [m["type"] for m in messages] == [
+        "http.response.debug",
+        "http.response.start",
+        "http.response.body",
+    ]
+    assert status(messages) == 504
+
+
 async def test_the_apps_own_timeout_is_its_own_error() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         with asyncres.timeout(0.1):

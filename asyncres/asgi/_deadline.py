@@ -148,10 +148,12 @@ class Deadline:
         started = False
 
         # A plain function handing back the server's awaitable: no coroutine of its own
-        # per message. The first message of a response is its start (ASGI requires it).
+        # per message. (Not any message: extensions such as `http.response.debug` may
+        # come before the start.)
         def watched_send(message: Message) -> Awaitable[None]:
             nonlocal started
-            started = True
+            if message["type"] == "http.response.start":
+                started = True
             return send(message)
 
         scope_ = DeadlineScope(budget, math.inf)  # `budget` is checked: skip timeout()'s check

@@ -28,6 +28,17 @@ Decision: the shape of these internals is checked once, here, at import. When it
 match, importing asyncres raises ``ImportError`` naming anyio's version and the missing
 internal, rather than run with deadlines that silently pierce shields. `KNOWN_ANYIO` is the
 range the test suite has verified (``tests/test_backend.py`` fails loudly outside it).
+
+**asyncio timers** (`arm_timer`, `disarm_timer`): a deadline arms a loop timer on entry and
+cancels it on exit, on every call. Through ``loop.call_at`` and ``TimerHandle.cancel`` that
+is nine frames of asyncio's Python code; for a loop class that schedules exactly as
+``BaseEventLoop`` does (``call_at`` and ``_timer_handle_cancelled`` not overridden: the
+stock loops, looptime's) and is not in debug mode, these two do the same work on the same
+private state in one frame each: a ``TimerHandle`` with every slot set as its
+``__init__`` would, pushed onto ``loop._scheduled``; cancelling marks it as
+``Handle.cancel`` does and counts it in ``loop._timer_cancelled_count``. Any other loop
+(uvloop, a subclass that overrides either method, debug mode) gets the public calls.
+``tests/test_backend.py`` checks the handle's slots against asyncio's own.
 """
 
 from __future__ import annotations
@@ -38,6 +49,8 @@ import importlib.metadata
 from asyncio import AbstractEventLoop, BaseEventLoop, CancelledError, Handle, Task, TimerHandle
 from asyncio.events import _get_running_loop
 from collections.abc import Callable
+from contextvars import Context
+from heapq import heappush
 from types import BuiltinFunctionType, ModuleType
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -65,8 +78,10 @@ __all__ = [
     "anyio_scopes_through",
     "anyio_shielded_between",
     "anyio_version",
+    "arm_timer",
     "asyncio_current_task",
     "current_task",
+    "disarm_timer",
     "running_loop",
     "trio_module",
 ]
@@ -93,6 +108,57 @@ def _task_lookup() -> Callable[[AbstractEventLoop], Task[Any] | None]:
 
 #: ``asyncio.current_task(loop)``, as directly as this Python allows (``loop`` required).
 asyncio_current_task = _task_lookup()
+
+
+# Loop class -> whether it schedules timers exactly as BaseEventLoop does.
+_plain_timer_loops: dict[type, bool] = {}
+_STOCK_TIMER_HANDLE_CANCELLED = getattr(BaseEventLoop, "_timer_handle_cancelled", None)
+# A handle built slot by slot, as TimerHandle.__init__ would fill it (without its frames).
+_new_timer_handle = object.__new__
+
+
+def _schedules_plainly(cls: type) -> bool:
+    plain = (
+        getattr(cls, "call_at", None) is BaseEventLoop.call_at
+        and getattr(cls, "_timer_handle_cancelled", None) is _STOCK_TIMER_HANDLE_CANCELLED
+    )
+    _plain_timer_loops[cls] = plain
+    return plain
+
+
+def arm_timer(loop: Any, when: float, callback: Callable[[], object], context: Context) -> Any:
+    """``loop.call_at(when, callback, context=context)``, the handle it returns."""
+    plain = _plain_timer_loops.get(loop.__class__)
+    if plain is None:
+        plain = _schedules_plainly(loop.__class__)
+    if not plain or loop._debug:
+        return loop.call_at(when, callback, context=context)
+    handle: Any = _new_timer_handle(TimerHandle)
+    handle._context = context
+    handle._loop = loop
+    handle._callback = callback
+    handle._args = ()
+    handle._cancelled = False
+    handle._repr = None
+    handle._source_traceback = None
+    handle._when = when
+    handle._scheduled = True
+    heappush(loop._scheduled, handle)
+    return handle
+
+
+def disarm_timer(handle: Any) -> None:
+    """``handle.cancel()`` for a loop handle (`arm_timer`'s, or any other)."""
+    loop = handle._loop
+    kind = handle.__class__  # (not narrowing `handle`: its private slots are what we set)
+    if kind is not TimerHandle or not _plain_timer_loops.get(loop.__class__) or loop._debug:
+        handle.cancel()
+    elif not handle._cancelled:
+        if handle._scheduled:
+            loop._timer_cancelled_count += 1
+        handle._cancelled = True
+        handle._callback = None
+        handle._args = None
 
 
 def anyio_version() -> str:

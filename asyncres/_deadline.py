@@ -28,7 +28,9 @@ from ._backend import anyio_current_scope as _anyio_current_scope
 from ._backend import anyio_deadline as _anyio_deadline
 from ._backend import anyio_scopes_through as _anyio_scopes_through
 from ._backend import anyio_shielded_between as _anyio_shielded_between
+from ._backend import arm_timer as _arm_timer
 from ._backend import asyncio_current_task as _current_task
+from ._backend import disarm_timer as _disarm_timer
 from ._backend import running_loop as _get_running_loop
 from ._events import Listener, TimeoutExpired, emit
 from ._exceptions import TimeoutExceededError
@@ -139,7 +141,7 @@ class DeadlineScope:
             self._cancelling = task.cancelling()
             # An empty context: the callback needs none, and copying the caller's costs.
             if at > now:
-                self._handle = loop.call_at(at, self._fire, context=_NO_CONTEXT)  # type: ignore[union-attr]
+                self._handle = _arm_timer(loop, at, self._fire, _NO_CONTEXT)
             else:
                 self._handle = loop.call_soon(self._fire, context=_NO_CONTEXT)  # type: ignore[union-attr]
             cover = at
@@ -175,7 +177,7 @@ class DeadlineScope:
         _current_scope.reset(token)
         handle = self._handle
         if handle is not None:
-            handle.cancel()
+            _disarm_timer(handle)
             self._handle = None
         elif self._expired:
             # Our timer cancelled the task: if nobody else asked for a cancellation since we

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextvars
 import math
 import re
 import weakref
@@ -314,3 +315,97 @@ def test_the_detector_sees_every_kind_of_backend_use() -> None:
     )
     found = _backend_uses(ast.parse(source))
     assert sorted(int(entry.split()[1].rstrip(":")) for entry in found) == [1, 2, 3, 4, 5, 6]
+
+
+# -- asyncio timers ---------------------------------------------------------------------
+
+
+def _slots(handle: object) -> dict[str, object]:
+    names = {
+        name
+        for cls in type(handle).__mro__
+        for name in getattr(cls, "__slots__", ())
+        if name != "__weakref__"
+    }
+    return {name: getattr(handle, name) for name in sorted(names)}
+
+
+def _fired_and_cancelled(arm: Any, disarm: Any) -> tuple[list[str], int]:
+    """Arm two timers, disarm the first; run past both: what fired, what the loop counted."""
+    loop = asyncio.new_event_loop()
+    fired: list[str] = []
+    try:
+        now = loop.time()
+        first = arm(loop, now + 0.01, lambda: fired.append("first"))
+        arm(loop, now + 0.02, lambda: fired.append("second"))
+        disarm(first)
+        counted = loop._timer_cancelled_count  # type: ignore[attr-defined]
+        loop.run_until_complete(asyncio.sleep(0.05))
+        return fired, counted
+    finally:
+        loop.close()
+
+
+def test_an_armed_timer_is_the_handle_call_at_would_make() -> None:
+    """Every slot of `arm_timer`'s handle holds what ``loop.call_at`` puts there."""
+    loop = asyncio.new_event_loop()
+    try:
+        context = contextvars.Context()
+
+        def callback() -> None:
+            pass
+
+        ours = _backend.arm_timer(loop, 123.0, callback, context)
+        theirs = loop.call_at(123.0, callback, context=context)
+        assert type(ours) is type(theirs) is asyncio.TimerHandle
+        assert _slots(ours) == _slots(theirs)
+        assert ours in loop._scheduled  # type: ignore[attr-defined]
+        _backend.disarm_timer(ours)
+        theirs.cancel()
+        assert _slots(ours) == _slots(theirs)  # cancelled alike
+    finally:
+        loop.close()
+
+
+def test_disarming_does_what_cancel_does_and_the_loop_agrees() -> None:
+    def public_arm(loop: Any, when: float, callback: Any) -> Any:
+        return loop.call_at(when, callback)
+
+    def seam_arm(loop: Any, when: float, callback: Any) -> Any:
+        return _backend.arm_timer(loop, when, callback, contextvars.Context())
+
+    public = _fired_and_cancelled(public_arm, lambda handle: handle.cancel())
+    seam = _fired_and_cancelled(seam_arm, _backend.disarm_timer)
+    assert public == seam == (["second"], 1)
+
+
+def test_loops_that_schedule_their_own_way_get_the_public_calls() -> None:
+    """A loop class overriding ``call_at``, or a loop in debug mode, is not bypassed."""
+    calls: list[float] = []
+
+    class Recording(asyncio.SelectorEventLoop):
+        def call_at(self, when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(when)
+            return super().call_at(when, callback, *args, **kwargs)
+
+    for loop in (Recording(), asyncio.new_event_loop()):
+        try:
+            if not isinstance(loop, Recording):
+                loop.set_debug(True)
+            handle = _backend.arm_timer(loop, 5.0, lambda: None, contextvars.Context())
+            _backend.disarm_timer(handle)
+            assert handle.cancelled()
+        finally:
+            loop.close()
+    assert calls == [5.0]
+
+
+def test_disarming_a_plain_handle_cancels_it() -> None:
+    """A deadline already due is a ``call_soon`` handle, not a timer: it is cancelled too."""
+    loop = asyncio.new_event_loop()
+    try:
+        handle = loop.call_soon(lambda: None)
+        _backend.disarm_timer(handle)
+        assert handle.cancelled()
+    finally:
+        loop.close()

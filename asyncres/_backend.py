@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANYIO_SCOPE_ATTRIBUTES",
     "KNOWN_ANYIO",
+    "TIMER_HANDLE_SLOTS",
     "AbstractEventLoop",
     "BaseEventLoop",
     "CancelledError",
@@ -83,6 +84,7 @@ __all__ = [
     "current_task",
     "disarm_timer",
     "running_loop",
+    "timer_handle_slots",
     "trio_module",
 ]
 
@@ -115,12 +117,45 @@ _plain_timer_loops: dict[type, bool] = {}
 _STOCK_TIMER_HANDLE_CANCELLED = getattr(BaseEventLoop, "_timer_handle_cancelled", None)
 # A handle built slot by slot, as TimerHandle.__init__ would fill it (without its frames).
 _new_timer_handle = object.__new__
+#: The slots `arm_timer` fills: TimerHandle's (and Handle's) on the Pythons verified.
+TIMER_HANDLE_SLOTS = frozenset(
+    {
+        "_args",
+        "_callback",
+        "_cancelled",
+        "_context",
+        "_loop",
+        "_repr",
+        "_scheduled",
+        "_source_traceback",
+        "_when",
+    }
+)
+_LOOP_TIMER_STATE = ("_scheduled", "_timer_cancelled_count", "_debug")
 
 
-def _schedules_plainly(cls: type) -> bool:
+def timer_handle_slots() -> frozenset[str]:
+    """The slots of this Python's ``TimerHandle`` (``__weakref__`` aside)."""
+    return frozenset(
+        name
+        for cls in TimerHandle.__mro__
+        for name in getattr(cls, "__slots__", ())
+        if name != "__weakref__"
+    )
+
+
+# Another Python's TimerHandle (a slot added or gone) gets the public calls, never a handle
+# with a slot left unset.
+_KNOWN_TIMER_HANDLE = timer_handle_slots() == TIMER_HANDLE_SLOTS
+
+
+def _schedules_plainly(loop: Any) -> bool:
+    cls = loop.__class__
     plain = (
-        getattr(cls, "call_at", None) is BaseEventLoop.call_at
+        _KNOWN_TIMER_HANDLE
+        and getattr(cls, "call_at", None) is BaseEventLoop.call_at
         and getattr(cls, "_timer_handle_cancelled", None) is _STOCK_TIMER_HANDLE_CANCELLED
+        and all(hasattr(loop, name) for name in _LOOP_TIMER_STATE)
     )
     _plain_timer_loops[cls] = plain
     return plain
@@ -130,7 +165,7 @@ def arm_timer(loop: Any, when: float, callback: Callable[[], object], context: C
     """``loop.call_at(when, callback, context=context)``, the handle it returns."""
     plain = _plain_timer_loops.get(loop.__class__)
     if plain is None:
-        plain = _schedules_plainly(loop.__class__)
+        plain = _schedules_plainly(loop)
     if not plain or loop._debug:
         return loop.call_at(when, callback, context=context)
     handle: Any = _new_timer_handle(TimerHandle)

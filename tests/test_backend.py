@@ -346,6 +346,14 @@ def _fired_and_cancelled(arm: Any, disarm: Any) -> tuple[list[str], int]:
         loop.close()
 
 
+def test_this_pythons_timer_handle_has_the_slots_the_seam_fills() -> None:
+    """Fails loudly on a Python whose TimerHandle changed (the seam then uses ``call_at``)."""
+    assert _backend.timer_handle_slots() == _backend.TIMER_HANDLE_SLOTS, (
+        "this Python's asyncio.TimerHandle has other slots than asyncres._backend.arm_timer "
+        "fills: verify the new ones and update TIMER_HANDLE_SLOTS"
+    )
+
+
 def test_an_armed_timer_is_the_handle_call_at_would_make() -> None:
     """Every slot of `arm_timer`'s handle holds what ``loop.call_at`` puts there."""
     loop = asyncio.new_event_loop()
@@ -409,3 +417,32 @@ def test_disarming_a_plain_handle_cancels_it() -> None:
         assert handle.cancelled()
     finally:
         loop.close()
+
+
+def test_an_unknown_timer_handle_shape_gets_the_public_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where TimerHandle's slots differ from the verified ones, every loop uses ``call_at``."""
+    calls: list[float] = []
+
+    class Recording(asyncio.SelectorEventLoop):
+        pass
+
+    def recording_call_at(self: Any, when: float, callback: Any, *args: Any, **kw: Any) -> Any:
+        calls.append(when)
+        return asyncio.BaseEventLoop.call_at(self, when, callback, *args, **kw)
+
+    monkeypatch.setattr(_backend, "_KNOWN_TIMER_HANDLE", False)
+    monkeypatch.setattr(_backend, "_plain_timer_loops", {})
+    loop = Recording()
+    try:
+        # The class keeps BaseEventLoop's call_at: only the unknown shape sends it public.
+        handle = _backend.arm_timer(loop, 7.0, lambda: None, contextvars.Context())
+        assert _backend._plain_timer_loops == {Recording: False}
+        monkeypatch.setattr(Recording, "call_at", recording_call_at, raising=False)
+        _backend.arm_timer(loop, 8.0, lambda: None, contextvars.Context())
+        _backend.disarm_timer(handle)
+        assert handle.cancelled()
+    finally:
+        loop.close()
+    assert calls == [8.0]

@@ -37,8 +37,9 @@ stock loops, looptime's) and is not in debug mode, these two do the same work on
 private state in one frame each: a ``TimerHandle`` with every slot set as its
 ``__init__`` would, pushed onto ``loop._scheduled``; cancelling marks it as
 ``Handle.cancel`` does and counts it in ``loop._timer_cancelled_count``. Any other loop
-(uvloop, a subclass that overrides either method, debug mode) gets the public calls.
-``tests/test_backend.py`` checks the handle's slots against asyncio's own.
+(uvloop, a subclass that overrides either method, debug mode), and any Python whose
+``TimerHandle`` slots differ from `TIMER_HANDLE_SLOTS` (checked at import), gets the public
+calls. ``tests/test_backend.py`` checks the handle's slots against asyncio's own.
 """
 
 from __future__ import annotations
@@ -144,9 +145,12 @@ def timer_handle_slots() -> frozenset[str]:
     )
 
 
-# Another Python's TimerHandle (a slot added or gone) gets the public calls, never a handle
-# with a slot left unset.
-_KNOWN_TIMER_HANDLE = timer_handle_slots() == TIMER_HANDLE_SLOTS
+# Another Python's TimerHandle (a slot added or gone), or a BaseEventLoop without the
+# cancellation hook the fast path stands in for, gets the public calls: never a handle with
+# a slot left unset, nor a count nobody reads.
+_KNOWN_TIMER_HANDLE = (
+    timer_handle_slots() == TIMER_HANDLE_SLOTS and _STOCK_TIMER_HANDLE_CANCELLED is not None
+)
 
 
 def _schedules_plainly(loop: Any) -> bool:

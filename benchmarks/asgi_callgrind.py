@@ -18,13 +18,13 @@ import anyio
 import httpx
 
 from ._callgrind import per_unit
-from .asgi_overhead import APPS, _direct, _through_httpx
+from .asgi_overhead import APPS, direct_calls, httpx_requests
 
 MODULE = "benchmarks.asgi_callgrind"
 
 
 async def _requests(case: str, n: int, direct: bool) -> None:
-    await (_direct if direct else _through_httpx)(APPS[case])(n)
+    await (direct_calls if direct else httpx_requests)(APPS[case])(n)
 
 
 def main(argv: list[str] | None = None) -> int:

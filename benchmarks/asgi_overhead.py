@@ -49,7 +49,7 @@ APPS: dict[str, Callable[[], Any]] = {
 }
 
 
-def _direct(make: Callable[[], Any]) -> Case:
+def direct_calls(make: Callable[[], Any]) -> Case:
     async def run(n: int) -> None:
         app = make()
         scope = {"type": "http", "method": "GET", "path": "/item", "headers": HEADERS}
@@ -66,7 +66,7 @@ def _direct(make: Callable[[], Any]) -> Case:
     return run
 
 
-def _through_httpx(make: Callable[[], Any]) -> Case:
+def httpx_requests(make: Callable[[], Any]) -> Case:
     async def run(n: int) -> None:
         transport = httpx.ASGITransport(app=make())
         async with httpx.AsyncClient(transport=transport, base_url="http://svc.test") as client:
@@ -88,7 +88,10 @@ async def _measure(case: Case, number: int) -> float:
 
 
 async def _run(number: int, repeat: int) -> dict[str, dict[str, float]]:
-    paths = {"direct": (_direct, number), "httpx.ASGITransport": (_through_httpx, number // 10)}
+    paths = {
+        "direct": (direct_calls, number),
+        "httpx.ASGITransport": (httpx_requests, number // 10),
+    }
     out: dict[str, dict[str, float]] = {}
     for path, (wrap, n) in paths.items():
         rounds: dict[str, list[float]] = {name: [] for name in APPS}
